@@ -1,0 +1,195 @@
+"""Regular image files and Linux block devices as Sources and Targets."""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import stat
+import struct
+from pathlib import Path
+
+from imager.devices.base import BaseSource, BaseTarget, Identity
+from imager.errors import BadInput, DeviceError, TargetRefused
+
+log = logging.getLogger(__name__)
+
+BLKROSET = 0x125D
+BLKROGET = 0x125E
+BLKSSZGET = 0x1268
+BLKDISCARD = 0x1277
+BLKZEROOUT = 0x127F
+BLKGETSIZE64 = 0x80081272
+
+
+def _ioctl_u64(fd: int, request: int) -> int:
+    return struct.unpack("Q", fcntl.ioctl(fd, request, b"\0" * 8))[0]
+
+
+def _ioctl_int(fd: int, request: int) -> int:
+    return struct.unpack("i", fcntl.ioctl(fd, request, b"\0" * 4))[0]
+
+
+def _sysfs_attr(dev_name: str, *names: str) -> str:
+    """First non-empty sysfs attribute of the block device (or its parent disk)."""
+    base = Path("/sys/class/block") / dev_name
+    for name in names:
+        for candidate in (base / name, base / "device" / name, base.parent / name):
+            try:
+                text = candidate.read_text(errors="replace").strip()
+            except OSError:
+                continue
+            if text:
+                return text
+    return ""
+
+
+def _block_identity(fd: int, path: str, sector_size: int, size: int) -> Identity:
+    st = os.fstat(fd)
+    name = Path(f"/sys/dev/block/{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}").resolve().name
+    extra = {"device": f"/dev/{name}"}
+    backing = _sysfs_attr(name, "loop/backing_file")
+    if backing:
+        extra["loop_backing_file"] = backing
+    return Identity(kind="block", path=path, size_bytes=size, sector_size=sector_size,
+                    model=_sysfs_attr(name, "model", "name"),
+                    serial=_sysfs_attr(name, "serial", "wwid", "cid"), extra=extra)
+
+
+class _FdDevice:
+    """Shared open/describe logic for files and block devices."""
+
+    def _open(self, path: str, flags: int, sector_size: int | None) -> tuple[int, int, Identity]:
+        try:
+            fd = os.open(path, flags | os.O_CLOEXEC)
+        except OSError as err:
+            raise self._open_error(path, err) from err
+        try:
+            st = os.fstat(fd)
+            if stat.S_ISBLK(st.st_mode):
+                size = _ioctl_u64(fd, BLKGETSIZE64)
+                logical = _ioctl_int(fd, BLKSSZGET)
+                if sector_size and sector_size != logical:
+                    raise BadInput(f"{path}: --sector-size {sector_size} but the device "
+                                   f"reports {logical}")
+                return fd, logical, _block_identity(fd, path, logical, size)
+            if not stat.S_ISREG(st.st_mode):
+                raise BadInput(f"{path}: not a regular file or block device")
+            ss = sector_size or 512
+            if st.st_size % ss:
+                raise BadInput(f"{path}: size {st.st_size} is not a multiple of the "
+                               f"{ss}-byte sector size")
+            return fd, ss, Identity(kind="file", path=path, size_bytes=st.st_size,
+                                    sector_size=ss)
+        except BaseException:
+            os.close(fd)
+            raise
+
+    @staticmethod
+    def _open_error(path: str, err: OSError) -> DeviceError:
+        if err.errno == 16:  # EBUSY: O_EXCL on a mounted or in-use block device
+            return TargetRefused(f"{path}: device is busy (mounted or opened by another program)")
+        return DeviceError(f"{path}: cannot open: {err.strerror}")
+
+
+class FileSource(BaseSource, _FdDevice):
+    """A regular image file or a block device, opened read-only (never written)."""
+
+    def __init__(self, path: str, sector_size: int | None = None) -> None:
+        self.fd, ss, identity = self._open(path, os.O_RDONLY, sector_size)
+        super().__init__(ss, identity.size_bytes // ss, identity)
+        try:
+            os.posix_fadvise(self.fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+        except OSError:  # some devices do not take advice; it is only a hint
+            pass
+
+    def _read(self, lba: int, count: int) -> bytes:
+        return os.pread(self.fd, count * self.sector_size, lba * self.sector_size)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+class FileTarget(BaseTarget, _FdDevice):
+    """A writable image file or block device.
+
+    Block devices are opened with O_EXCL, which the kernel refuses while the device (or any of
+    its partitions) is mounted or held. ``create_size`` makes a missing regular file.
+    """
+
+    def __init__(self, path: str, sector_size: int | None = None,
+                 create_size: int | None = None) -> None:
+        flags = os.O_RDWR
+        if create_size is not None and not os.path.exists(path):
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+            os.ftruncate(fd, create_size)
+            os.close(fd)
+        if os.path.exists(path) and stat.S_ISBLK(os.stat(path).st_mode):
+            flags |= os.O_EXCL
+        self.fd, ss, identity = self._open(path, flags, sector_size)
+        super().__init__(ss, identity.size_bytes // ss, identity)
+        self.is_block = identity.kind == "block"
+
+    def _read(self, lba: int, count: int) -> bytes:
+        return os.pread(self.fd, count * self.sector_size, lba * self.sector_size)
+
+    def _write(self, lba: int, data: memoryview) -> None:
+        offset = lba * self.sector_size
+        while len(data):
+            n = os.pwrite(self.fd, data, offset)
+            data, offset = data[n:], offset + n
+
+    def flush(self) -> None:
+        os.fsync(self.fd)
+
+    def discard(self, lba: int, count: int) -> bool:
+        """Punch a hole (files) or BLKDISCARD (devices); True when zeros are guaranteed."""
+        off, length = lba * self.sector_size, count * self.sector_size
+        if not self.is_block:
+            _punch_hole(self.fd, off, length)
+            return True
+        fcntl.ioctl(self.fd, BLKDISCARD, struct.pack("QQ", off, length))
+        return False  # discard alone does not promise zeros; zero_out does
+
+    def zero_out(self, lba: int, count: int) -> None:
+        off, length = lba * self.sector_size, count * self.sector_size
+        if self.is_block:
+            fcntl.ioctl(self.fd, BLKZEROOUT, struct.pack("QQ", off, length))
+        else:
+            _punch_hole(self.fd, off, length)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+FALLOC_FL_KEEP_SIZE = 0x01
+FALLOC_FL_PUNCH_HOLE = 0x02
+
+
+def _punch_hole(fd: int, offset: int, length: int) -> None:
+    """Deallocate a file range so it reads as zeros (falls back to writing zeros)."""
+    import ctypes
+    import ctypes.util
+
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_long, ctypes.c_long]
+    if libc.fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length) == 0:
+        return
+    zeros = bytes(min(length, 1 << 20))
+    end = offset + length
+    while offset < end:
+        offset += os.pwrite(fd, zeros[: end - offset], offset)
+
+
+def get_readonly_flag(fd: int) -> bool:
+    """The kernel read-only flag of a block device (BLKROGET)."""
+    return bool(_ioctl_int(fd, BLKROGET))
+
+
+def set_readonly_flag(fd: int, readonly: bool) -> None:
+    """Set the kernel read-only flag of a block device (BLKROSET); needs CAP_SYS_ADMIN."""
+    fcntl.ioctl(fd, BLKROSET, struct.pack("i", int(readonly)))

@@ -1,0 +1,1 @@
+"""Images: the sinks the reader pipeline feeds and the readers restore/verify/export consume."""

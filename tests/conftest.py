@@ -1,0 +1,48 @@
+"""Shared test helpers: root/tool availability and loop devices."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+FIXTURES = REPO / "fixtures"
+
+
+def have_root() -> bool:
+    return os.geteuid() == 0
+
+
+def need_tool(*names: str) -> None:
+    """Fail (not skip) when a required oracle tool is missing: .ci/run installs them all."""
+    missing = [n for n in names if shutil.which(n) is None]
+    if missing:
+        pytest.fail(f"oracle tool(s) not installed: {', '.join(missing)} (run .ci/run)")
+
+
+@contextlib.contextmanager
+def loop_device(image: Path, sector_size: int = 512, readonly: bool = False) -> Iterator[str]:
+    """Attach ``image`` to a free loop device; detach afterwards."""
+    if not have_root():
+        pytest.skip("loop devices need root")
+    cmd = ["losetup", "--find", "--show", "--sector-size", str(sector_size)]
+    if readonly:
+        cmd.append("--read-only")
+    dev = subprocess.run(cmd + [str(image)], check=True, capture_output=True,
+                         text=True).stdout.strip()
+    try:
+        yield dev
+    finally:
+        subprocess.run(["losetup", "-d", dev], check=False)
+
+
+@pytest.fixture
+def loop() -> object:
+    """The ``loop_device`` context manager, as a fixture."""
+    return loop_device
