@@ -13,8 +13,16 @@ from typing import Any
 from imager.devices.base import BaseSource, BaseTarget, Identity, Source, Target
 from imager.errors import UsageError
 
-__all__ = ["BaseSource", "BaseTarget", "Identity", "Source", "Target", "open_source",
-           "open_target", "SCHEMES"]
+__all__ = [
+    "SCHEMES",
+    "BaseSource",
+    "BaseTarget",
+    "Identity",
+    "Source",
+    "Target",
+    "open_source",
+    "open_target",
+]
 
 # scheme -> (module, source factory name, target factory name or None)
 SCHEMES: dict[str, tuple[str, str, str | None]] = {
