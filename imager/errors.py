@@ -79,3 +79,33 @@ class TargetRefused(ImagerError):
     """A pre-flight safety check refused the target (exit 2)."""
 
     exit_code = 2
+
+
+class TransportError(DeviceError):
+    """A USB transfer failed (added for the USB transport; ``endpoint`` when known)."""
+
+    def __init__(self, message: str, endpoint: int | None = None) -> None:
+        super().__init__(message)
+        self.endpoint = endpoint
+
+
+class TransportTimeout(TransportError):
+    """A USB transfer on ``endpoint`` got no answer within ``ms`` milliseconds."""
+
+    def __init__(self, endpoint: int, ms: int, what: str = "") -> None:
+        where = f" ({what})" if what else ""
+        super().__init__(f"USB endpoint {endpoint:#04x}: no answer within {ms} ms{where}",
+                         endpoint)
+        self.ms = ms
+
+
+class TransportStall(TransportError):
+    """A USB endpoint answered STALL (halted pipe)."""
+
+    def __init__(self, endpoint: int, what: str = "") -> None:
+        where = f" ({what})" if what else ""
+        super().__init__(f"USB endpoint {endpoint:#04x} stalled{where}", endpoint)
+
+
+class ProtocolError(TransportError):
+    """A device broke its wire protocol (e.g. a malformed or mismatched CSW)."""
