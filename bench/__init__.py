@@ -1,0 +1,1 @@
+"""Reproducible benchmarks against peer tools (``python -m bench [NAME ...]``); not tests."""

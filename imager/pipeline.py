@@ -1,0 +1,285 @@
+"""The acquire pipeline: reader thread -> bounded queue -> worker pool -> ordered writer.
+
+Workers classify (DATA/ZERO/FILL without per-byte Python loops), digest and compress each chunk
+(hashlib and zstandard release the GIL); the caller's thread writes chunks in LBA order, updates
+the whole-image hashes and commits a journal line per durable batch. Memory is bounded by
+``depth`` chunks in flight, never by the device size. Exceptions travel to the caller.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from formats.extent import Extent, Kind, merge
+from formats.manifest import KindRun, runs_append
+from imager.errors import ImagerError, Interrupted, ReadError
+from imager.hashing import MultiHash, chunk_digest, classify, zeros
+from imager.journal import Journal, maybe_kill
+from imager.plan import ChunkTask, Plan
+
+log = logging.getLogger(__name__)
+Progress = Callable[[int, int, str], None]
+
+
+@dataclass
+class ChunkResult:
+    """A processed chunk on its way to the writer."""
+
+    task: ChunkTask
+    kind: Kind
+    fill: int | None
+    check: str | None
+    data: bytes
+    unread: list[Extent]
+    encoded: bytes | None = None
+
+
+@dataclass
+class Progressed:
+    """What the writer has made durable-or-pending so far (the manifest's chunk part)."""
+
+    next_index: int = 0
+    runs: list[KindRun] = field(default_factory=list)
+    checks: list[str] = field(default_factory=list)
+    unread: list[Extent] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def add(self, result: ChunkResult) -> None:
+        runs_append(self.runs, result.task.index, result.kind, result.fill)
+        if result.kind is Kind.DATA:
+            self.checks.append(result.check or "")
+        self.unread = merge(self.unread + result.unread) if result.unread else self.unread
+        self.next_index = result.task.index + 1
+
+
+def read_task(source: Any, task: ChunkTask, retries: int, policy: Any = None
+              ) -> tuple[bytes, list[Extent]]:
+    """The chunk's bytes (skipped and unreadable sectors as zeros) and its UNREAD extents."""
+    ss = source.sector_size
+    if task.reads == (task.extent,):
+        return _read_range(source, task.extent, retries, policy)
+    buf = bytearray(task.extent.count * ss)
+    unread: list[Extent] = []
+    for r in task.reads:
+        data, bad = _read_range(source, r, retries, policy)
+        off = (r.start_lba - task.extent.start_lba) * ss
+        buf[off:off + len(data)] = data
+        unread += bad
+    return bytes(buf), unread
+
+
+def _read_range(source: Any, r: Extent, retries: int, policy: Any) -> tuple[bytes, list[Extent]]:
+    try:
+        return source.read(r.start_lba, r.count), []
+    except ReadError as err:
+        if getattr(source, "resumable", True) is False:
+            raise  # a stream cannot go back to re-read sector by sector
+        log.warning("%s; salvaging sector by sector", err)
+    try:
+        from imager.salvage import salvage_read
+    except ImportError:  # salvage not installed: the whole range is unread
+        return zeros(r.count * source.sector_size), [Extent(r.start_lba, r.count, Kind.UNREAD)]
+    opts = {"skip_policy": policy} if policy is not None else {}
+    data, unread = salvage_read(source, r.start_lba, r.count, retries=retries, **opts)
+    return data, list(unread)
+
+
+def process(task: ChunkTask, data: bytes, unread: list[Extent], check_algo: str,
+            encode: Callable[[Extent, bytes | None], bytes] | None) -> ChunkResult:
+    """Classify, digest and (when the sink can) encode one chunk; runs in a worker thread."""
+    read_ok = sum(r.count for r in task.reads) - sum(u.count for u in unread)
+    if read_ok <= 0:
+        kind, fill = (Kind.UNREAD if unread else Kind.NOT_ACQUIRED), None
+    else:
+        kind, fill = classify(data)
+    check = chunk_digest(check_algo, data) if kind is Kind.DATA else None
+    ext = Extent(task.extent.start_lba, task.extent.count, kind, fill)
+    encoded = encode(ext, data if kind is Kind.DATA else None) if encode else None
+    return ChunkResult(task, kind, fill, check, data, unread, encoded)
+
+
+class _Pool:
+    """The reader thread and the workers; results handed over by index."""
+
+    def __init__(self, source: Any, plan: Plan, start: int, *, workers: int, depth: int,
+                 retries: int, check_algo: str, encode: Any) -> None:
+        self.source, self.plan, self.start = source, plan, start
+        self.retries, self.check_algo, self.encode = retries, check_algo, encode
+        self.slots = threading.Semaphore(depth)
+        self.work: queue.Queue[Any] = queue.Queue()
+        self.results: dict[int, ChunkResult] = {}
+        self.cond = threading.Condition()
+        self.error: BaseException | None = None
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self._reader, name="imager-reader", daemon=True)]
+        self.threads += [threading.Thread(target=self._worker, name=f"imager-worker-{i}",
+                                          daemon=True) for i in range(workers)]
+        self.policy = _skip_policy()
+
+    def __enter__(self) -> _Pool:  # noqa: PYI034
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for _ in self.threads:
+            self.work.put(None)
+        for _ in range(len(self.threads)):
+            self.slots.release()
+        for t in self.threads:
+            t.join(timeout=30)
+
+    def _fail(self, err: BaseException) -> None:
+        with self.cond:
+            if self.error is None:
+                self.error = err
+            self.cond.notify_all()
+
+    def _reader(self) -> None:
+        try:
+            for task in self.plan.tasks(self.start):
+                self.slots.acquire()
+                if self.stop.is_set():
+                    return
+                if task.reads:
+                    data, unread = read_task(self.source, task, self.retries, self.policy)
+                else:
+                    data, unread = zeros(task.extent.count * self.source.sector_size), []
+                self.work.put((task, data, unread))
+        except BaseException as err:  # noqa: BLE001 -- travels to the writer, re-raised there
+            self._fail(err)
+
+    def _worker(self) -> None:
+        while not self.stop.is_set():
+            item = self.work.get()
+            if item is None:
+                return
+            try:
+                result = process(*item, self.check_algo, self.encode)
+            except BaseException as err:  # noqa: BLE001 -- travels to the writer, re-raised there
+                self._fail(err)
+                return
+            with self.cond:
+                self.results[result.task.index] = result
+                self.cond.notify_all()
+
+    def take(self, index: int) -> ChunkResult:
+        """Wait for chunk ``index``; re-raise a reader/worker failure."""
+        with self.cond:
+            while index not in self.results:
+                if self.error is not None:
+                    raise self.error
+                self.cond.wait(0.5)
+            result = self.results.pop(index)
+        self.slots.release()
+        return result
+
+
+def _skip_policy() -> Any:
+    try:
+        from imager.salvage import SkipPolicy
+    except ImportError:
+        return None
+    return SkipPolicy()
+
+
+@dataclass
+class Writer:
+    """The ordered writer's state: sink, hashes, journal batching."""
+
+    sink: Any
+    hasher: MultiHash
+    done: Progressed
+    journal: Journal | None = None
+    batch_chunks: int = 16
+    batch_seconds: float = 2.0
+    _pending: list[ChunkResult] = field(default_factory=list)
+    _last: float = field(default_factory=time.monotonic)
+    _started: float = field(default_factory=time.monotonic)
+
+    def put(self, result: ChunkResult) -> None:
+        """Write one chunk, hash it, and commit a batch when one is due."""
+        ext = Extent(result.task.extent.start_lba, result.task.extent.count, result.kind,
+                     result.fill)
+        # recorded before the write: commit() keeps only what the sink says is complete,
+        # so a Ctrl-C landing anywhere in here cannot desynchronise image and journal
+        self._pending.append(result)
+        if result.encoded is not None:
+            self.sink.write_encoded(ext, result.encoded)
+        else:
+            self.sink.write(ext, result.data if result.kind is Kind.DATA else None)
+        maybe_kill("chunk", result.task.index)
+        self.hasher.update(result.data)
+        result.data, result.encoded = b"", None  # the batch keeps records, not buffers
+        if len(self._pending) >= self.batch_chunks \
+                or time.monotonic() - self._last >= self.batch_seconds:
+            self.commit()
+
+    def commit(self) -> None:
+        """Make the written chunks durable, then record them in the journal."""
+        state = self.sink.checkpoint()
+        complete = state.get("chunks", self.done.next_index + len(self._pending))
+        batch = self._pending[:max(complete - self.done.next_index, 0)]
+        maybe_kill("journal", self.done.next_index + len(batch))
+        for r in batch:
+            self.done.add(r)
+        if self.journal is not None and batch:
+            self.journal.commit({"n": self.done.next_index, "sink": state, "chunks": [
+                [r.kind.value, r.fill, r.check] for r in batch],
+                "unread": [[u.start_lba, u.count] for r in batch for u in r.unread],
+                "t": round(self.done.seconds + time.monotonic() - self._started, 3)})
+        self._pending.clear()
+        self._last = time.monotonic()
+
+
+def acquire(source: Any, sink: Any, plan: Plan, *, progress: Progress | None = None,
+            writer: Writer, workers: int = 2, depth: int | None = None, retries: int = 1,
+            check_algo: str = "sha256") -> Progressed:
+    """Stream every chunk of ``plan`` from ``source`` into ``sink`` in LBA order.
+
+    ``writer`` carries the hash state, the chunks already done (resume) and the journal; the
+    caller finalizes (pipeline.session builds the manifest). On any failure or Ctrl-C the
+    chunks written so far are committed first, so the image stays resumable.
+
+    Raises:
+        Interrupted: KeyboardInterrupt (resumable). Errors of the source/sink propagate.
+    """
+    start = writer.done.next_index
+    total = plan.sector_count * plan.sector_size
+    encode = getattr(sink, "encode", None)
+    pool = _Pool(source, plan, start, workers=workers, depth=depth or 2 * workers + 2,
+                 retries=retries, check_algo=check_algo, encode=encode)
+    began = time.monotonic()
+    try:
+        with pool:
+            for index in range(start, plan.chunk_count):
+                result = pool.take(index)
+                writer.put(result)
+                if progress:
+                    progress(result.task.extent.end_lba * plan.sector_size, total,
+                             result.task.label)
+    except KeyboardInterrupt as err:
+        _safe_commit(writer)
+        raise Interrupted(f"stopped with {writer.done.next_index} of "
+                          f"{plan.chunk_count} chunks done") from err
+    except BaseException:
+        _safe_commit(writer)
+        raise
+    finally:
+        writer.done.seconds += time.monotonic() - began
+    writer.commit()
+    return writer.done
+
+
+def _safe_commit(writer: Writer) -> None:
+    try:
+        writer.commit()
+    except (OSError, ImagerError) as err:
+        log.error("could not record progress before stopping: %s", err)
