@@ -20,7 +20,7 @@ from formats.manifest import Manifest
 from imager import __version__
 from imager.devices import open_source
 from imager.devices.base import Identity
-from imager.errors import BadInput, UsageError
+from imager.errors import BadInput, ReadError, UsageError
 from imager.hashing import MultiHash, chunk_digest
 from imager.journal import Journal, JournalState, journal_path
 from imager.pipeline import ChunkResult, Progress, Progressed, Writer, acquire, process, read_task
@@ -63,7 +63,7 @@ def _open(req: AcquireRequest) -> Any:
         return open_source("-", sector_size=req.sector_size, size=req.size)
     if req.size is not None:
         raise UsageError("--size is only for reading from stdin ('-')")
-    return open_source(req.source, sector_size=req.sector_size)
+    return open_source(req.source, sector_size=req.sector_size, direct=True)
 
 
 def _read_table(source: Any) -> Any:
@@ -78,7 +78,9 @@ def _read_table(source: Any) -> Any:
         return read_table(source)
     except FormatError as err:
         log.warning("no usable partition table: %s", err)
-        return None
+    except ReadError as err:  # a damaged table area must not stop the acquisition
+        log.warning("partition table unreadable, acquiring the whole device: %s", err)
+    return None
 
 
 def _table_record(source: Any, table: Any) -> tuple[dict[str, Any], tuple[tuple[int, bytes], ...]]:

@@ -116,6 +116,7 @@ class _Pool:
         self.results: dict[int, ChunkResult] = {}
         self.cond = threading.Condition()
         self.error: BaseException | None = None
+        self.failed_at: int | None = None  # chunks before it are still delivered
         self.stop = threading.Event()
         self.threads = [threading.Thread(target=self._reader, name="imager-reader", daemon=True)]
         self.threads += [threading.Thread(target=self._worker, name=f"imager-worker-{i}",
@@ -136,15 +137,19 @@ class _Pool:
         for t in self.threads:
             t.join(timeout=30)
 
-    def _fail(self, err: BaseException) -> None:
+    def _fail(self, err: BaseException, index: int | None) -> None:
         with self.cond:
             if self.error is None:
                 self.error = err
+            if index is not None and (self.failed_at is None or index < self.failed_at):
+                self.failed_at = index
             self.cond.notify_all()
 
     def _reader(self) -> None:
+        index = self.start
         try:
             for task in self.plan.tasks(self.start):
+                index = task.index
                 self.slots.acquire()
                 if self.stop.is_set():
                     return
@@ -154,7 +159,7 @@ class _Pool:
                     data, unread = zeros(task.extent.count * self.source.sector_size), []
                 self.work.put((task, data, unread))
         except BaseException as err:  # noqa: BLE001 -- travels to the writer, re-raised there
-            self._fail(err)
+            self._fail(err, index)
 
     def _worker(self) -> None:
         while not self.stop.is_set():
@@ -164,17 +169,22 @@ class _Pool:
             try:
                 result = process(*item, self.check_algo, self.encode)
             except BaseException as err:  # noqa: BLE001 -- travels to the writer, re-raised there
-                self._fail(err)
+                self._fail(err, item[0].index)
                 return
             with self.cond:
                 self.results[result.task.index] = result
                 self.cond.notify_all()
 
     def take(self, index: int) -> ChunkResult:
-        """Wait for chunk ``index``; re-raise a reader/worker failure."""
+        """Wait for chunk ``index``; re-raise a reader/worker failure.
+
+        Chunks read before the failure are still handed out, so the image keeps everything
+        that was read before a device vanished.
+        """
         with self.cond:
             while index not in self.results:
-                if self.error is not None:
+                if self.error is not None and (self.failed_at is None
+                                               or index >= self.failed_at):
                     raise self.error
                 self.cond.wait(0.5)
             result = self.results.pop(index)

@@ -10,7 +10,7 @@ import shlex
 import sys
 from typing import Any
 
-from imager.errors import DeviceError, Interrupted, UsageError
+from imager.errors import DeviceError, DeviceGone, Interrupted, UsageError
 
 EPILOG = """\
 Re-running the same command after an interruption (Ctrl-C, kill, unplug) resumes: the image's
@@ -106,6 +106,12 @@ def _hint(args: argparse.Namespace) -> str:
     return "imager " + shlex.join(argv)
 
 
+def _journal_exists(args: argparse.Namespace) -> bool:
+    from imager.journal import journal_path
+
+    return args.source != "-" and os.path.exists(journal_path(args.image))
+
+
 def _stopped(args: argparse.Namespace, what: str) -> str:
     if args.source == "-":
         return f"{what}; a stdin acquisition cannot resume: delete {args.image} and start again"
@@ -166,12 +172,15 @@ def _run(args: argparse.Namespace) -> int:
         raise Interrupted(_stopped(args, str(err)), _hint(args)) from err
     except KeyboardInterrupt as err:
         raise Interrupted(_stopped(args, "stopped"), _hint(args)) from err
+    except DeviceGone as err:  # everything read so far is committed: a resumable state
+        if _journal_exists(args):
+            raise Interrupted(f"{err}; everything read so far is saved", _hint(args)) from err
+        raise
     except DeviceError:
         if bar is not None:
             bar.close()
-        hint = _hint(args)
-        if hint:
-            print(f"imager: the image is resumable: {hint}", file=sys.stderr)
+        if _journal_exists(args):
+            print(f"imager: the image is resumable: {_hint(args)}", file=sys.stderr)
         raise
     finally:
         if bar is not None:

@@ -51,8 +51,13 @@ def _factory(scheme: str, which: int) -> Any:
     return getattr(module, name)
 
 
-def open_source(spec: str, *, sector_size: int | None = None, **options: Any) -> BaseSource:
-    """Open what ``spec`` names for reading only; nothing is ever written to it."""
+def open_source(spec: str, *, sector_size: int | None = None, direct: bool = False,
+                **options: Any) -> BaseSource:
+    """Open what ``spec`` names for reading only; nothing is ever written to it.
+
+    ``direct`` reads block devices with O_DIRECT: no page cache, and a bad sector fails alone
+    instead of taking its whole cache page (and readahead) with it.
+    """
     scheme = _scheme(spec)
     if scheme:
         return _factory(scheme[0], 0)(scheme[1], sector_size=sector_size, **options)
@@ -60,9 +65,9 @@ def open_source(spec: str, *, sector_size: int | None = None, **options: Any) ->
         from imager.devices.stdin import StdinSource
 
         return StdinSource(sector_size=sector_size or 512, **options)
-    from imager.devices.file import FileSource
+    from imager.devices.file import DirectFileSource, FileSource
 
-    return FileSource(spec, sector_size=sector_size)
+    return (DirectFileSource if direct else FileSource)(spec, sector_size=sector_size)
 
 
 def open_target(spec: str, *, sector_size: int | None = None,
