@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from formats.errors import FormatError
-from formats.gpt_relocate import Relocation, array_sectors, fix_pmbr, parse_header, relocate
+from formats.gpt import GptHeader, check_gpt_header, parse_gpt_header
+from formats.gpt_build import GptImage, fit_protective_mbr, relocate_backup
 from imager.errors import UsageError, VerificationFailed
 
 log = logging.getLogger(__name__)
@@ -54,28 +55,35 @@ def plan_migration(reader: Any, target_sector_count: int, table: Any,
 def _probe_gpt(reader: Any) -> str:
     """``gpt`` when the image has a valid primary GPT header at LBA 1 (no table layer needed)."""
     try:
-        parse_header(reader.read(1, 1), 1)
+        _image_primary(reader)
     except FormatError:
         return "none"
     return "gpt"
 
 
-def compute_relocation(reader: Any, spec: MigrateSpec) -> Relocation:
+def _image_primary(reader: Any) -> GptHeader:
+    """The image's primary GPT header, checked against its place and the image size."""
+    header = parse_gpt_header(reader.read(1, 1), 1)
+    check_gpt_header(header, lba=1, sector_count=reader.sector_count,
+                     sector_size=reader.sector_size)
+    return header
+
+
+def compute_relocation(reader: Any, spec: MigrateSpec) -> GptImage:
     """The migrated GPT sectors, from the image's primary GPT.
 
     Raises:
         FormatError: the image's primary GPT is not valid.
     """
     ss = reader.sector_size
-    header = reader.read(1, 1)
-    fields = parse_header(header, 1)
-    array = reader.read(fields.entry_lba, array_sectors(fields, ss))
-    return relocate(header, array, sector_size=ss, new_sector_count=spec.target_sector_count,
-                    grow_last=spec.grow_last)
+    header = _image_primary(reader)
+    array = reader.read(header.entry_lba, header.array_sectors(ss))
+    return relocate_backup(header, array, sector_size=ss,
+                           new_sector_count=spec.target_sector_count, grow_last=spec.grow_last)
 
 
 def apply_migration(reader: Any, target: Any, spec: MigrateSpec,
-                    verify: bool = True) -> Relocation:
+                    verify: bool = True) -> GptImage:
     """Write the migrated GPT onto ``target`` (after the image itself was restored).
 
     Raises:
@@ -83,15 +91,13 @@ def apply_migration(reader: Any, target: Any, spec: MigrateSpec,
         VerificationFailed: a written sector reads back different.
     """
     ss = reader.sector_size
-    rel = compute_relocation(reader, spec)
-    writes = [(rel.backup_array_lba, rel.array), (rel.backup_header_lba, rel.backup_header),
-              (rel.primary_array_lba, rel.array), (1, rel.primary_header)]
-    sector0 = reader.read(0, 1)
-    pmbr = fix_pmbr(sector0[:512], spec.target_sector_count)
+    gpt = compute_relocation(reader, spec)
+    writes = list(gpt.writes_backup_first())
+    pmbr = fit_protective_mbr(reader.read(0, 1), spec.target_sector_count)
     if pmbr is not None:
-        writes.append((0, pmbr + bytes(sector0[512:])))
+        writes.append((0, pmbr))
     old_backup = spec.image_sector_count - 1
-    if old_backup != rel.backup_header_lba:
+    if old_backup != gpt.backup.my_lba:
         writes.append((old_backup, bytes(ss)))
     for lba, data in writes:  # backup first: a crash in between leaves a valid primary
         target.write(lba, data)
@@ -102,6 +108,6 @@ def apply_migration(reader: Any, target: Any, spec: MigrateSpec,
             if back != data:
                 raise VerificationFailed(f"{target.identity.path}: migrated GPT sectors at LBA "
                                          f"{lba} read back different")
-    log.info("GPT moved: backup header at LBA %d, last usable LBA %d", rel.backup_header_lba,
-             rel.last_usable_lba)
-    return rel
+    log.info("GPT moved: backup header at LBA %d, last usable LBA %d", gpt.backup.my_lba,
+             gpt.primary.last_usable_lba)
+    return gpt

@@ -33,7 +33,7 @@ from formats.gpt import (
     parse_gpt_header,
     seal_header,
 )
-from formats.gpt_build import build_gpt, relocate_backup
+from formats.gpt_build import build_gpt, fit_protective_mbr, relocate_backup
 from imager.devices.file import FileSource
 from imager.table import read_table
 from tests.tables_oracle import MemorySource, images, sgdisk_info, sgdisk_print, tool
@@ -260,3 +260,44 @@ def test_generated_headers_round_trip(rev: int, size: int, my: int, alt: int, fi
     assert header.header_crc32 == zlib.crc32(raw[:16] + bytes(4) + raw[20:size])
     assert parse_gpt_header(raw, my) == header
     assert build_gpt_header(parse_gpt_header(raw), SS) == raw
+
+
+def test_relocate_backup_grow_last_checked_by_sgdisk(images: dict[str, Path],
+                                                     tmp_path: Path) -> None:
+    small, theirs, ours = images["small"].read_bytes(), tmp_path / "e.img", tmp_path / "g.img"
+    theirs.write_bytes(small.ljust(16384 * SS, b"\0"))
+    tool("sgdisk", "-e", str(theirs))  # the oracle for the moved backup and LastUsableLBA
+    moved = relocate_backup(parse_gpt_header(small[SS:2 * SS], 1), small[2 * SS:34 * SS],
+                            sector_size=SS, new_sector_count=16384, grow_last=True)
+    disk = bytearray(small.ljust(16384 * SS, b"\0"))
+    for lba, data in moved.writes() + ((0, fit_protective_mbr(small[:SS], 16384)),):
+        disk[lba * SS:lba * SS + len(data)] = data
+    ours.write_bytes(disk)
+    assert "No problems found" in tool("sgdisk", "-v", str(ours))
+    # sgdisk -e fits the 0xEE record's size too; it also recomputes the legacy end CHS
+    # (bytes 451..453), which we keep as the image had it
+    mine, sgdisks = _sectors(ours, 0), _sectors(theirs, 0)
+    assert mine[:451] + mine[454:] == sgdisks[:451] + sgdisks[454:]
+    assert struct.unpack_from("<I", mine, 446 + 12) == (16383,)
+    last_usable = sgdisk_print(theirs)["last_usable"]
+    before, after = sgdisk_print(images["small"]), sgdisk_print(ours)
+    assert after["last_usable"] == last_usable
+    assert after["partitions"][:2] == before["partitions"][:2]
+    old = sgdisk_info(images["small"], 3)  # "data", the partition that ends last
+    assert sgdisk_info(ours, 3) == old | {"last": last_usable}
+    assert moved.grown == (3, old["last"], last_usable)
+
+
+def test_relocate_backup_refusals_and_pmbr_left_alone(images: dict[str, Path]) -> None:
+    n = sgdisk_print(images["small"])["sectors"]
+    backup = parse_gpt_header(_sectors(images["small"], n - 1), n - 1)
+    array = _sectors(images["small"], 2, 32)
+    with pytest.raises(InvalidField, match="my_lba"):
+        relocate_backup(backup, array, sector_size=SS, new_sector_count=2 * n)
+    empty = build_gpt([], sector_size=SS, sector_count=n,
+                      disk_guid="11111111-2222-3333-4444-555555555555")
+    with pytest.raises(InvalidField, match="--grow-last needs at least one partition"):
+        relocate_backup(empty.primary, empty.array, sector_size=SS, new_sector_count=2 * n,
+                        grow_last=True)
+    for name in ("hybrid", "mbr_logical", "notable"):  # their MBR describes partitions itself
+        assert fit_protective_mbr(_sectors(images[name], 0), 2 * n) is None

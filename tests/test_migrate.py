@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 
 from formats.errors import ChecksumMismatch, InvalidField
-from formats.gpt_relocate import fix_pmbr, relocate
+from formats.gpt import build_gpt_header, parse_gpt_header
+from formats.gpt_build import fit_protective_mbr, relocate_backup
 from imager.devices.file import FileTarget
+from imager.migrate import MigrateSpec, compute_relocation
 from imager.restore import restore
 from imager.restore_plan import build_plan
 from tests.conftest import loop_device, need_tool
@@ -47,25 +49,34 @@ def test_relocation_equals_what_sgdisk_e_writes(image, tmp_path: Path) -> None:
         f.truncate(BIG)
     sgdisk("-e", str(oracle))  # sgdisk's own "move backup structures to the end of the disk"
     want = oracle.read_bytes()
-    rel = relocate(data[512:1024], data[1024:1024 + 32 * 512], sector_size=512,
-                   new_sector_count=BIG // 512)
-    assert rel.primary_header == want[512:1024]
-    assert rel.backup_header_lba == BIG // 512 - 1 and rel.backup_header == want[-512:]
-    assert rel.array == want[rel.backup_array_lba * 512:-512] == want[1024:1024 + 32 * 512]
-    pmbr = fix_pmbr(data[:512], BIG // 512)
+    rel = relocate_backup(parse_gpt_header(data[512:1024], 1), data[1024:1024 + 32 * 512],
+                          sector_size=512, new_sector_count=BIG // 512)
+    assert build_gpt_header(rel.primary, 512) == want[512:1024]
+    assert rel.backup.my_lba == BIG // 512 - 1
+    assert build_gpt_header(rel.backup, 512) == want[-512:]
+    assert rel.array == want[rel.backup.entry_lba * 512:-512] == want[1024:1024 + 32 * 512]
+    pmbr = fit_protective_mbr(data[:512], BIG // 512)
     assert struct.unpack_from("<I", pmbr, 446 + 12) == struct.unpack_from("<I", want, 446 + 12)
 
 
-def test_relocation_refuses_a_corrupt_header_and_a_too_small_disk(image) -> None:
+def test_relocation_refuses_a_corrupt_header_and_a_too_small_disk(image, tmp_path: Path) -> None:
     src, _ = image
     data = bytearray(src.read_bytes())
     with pytest.raises(InvalidField, match="LastUsableLBA"):
-        relocate(bytes(data[512:1024]), bytes(data[1024:1024 + 16384]), sector_size=512,
-                 new_sector_count=len(data) // 512 - 100)
+        relocate_backup(parse_gpt_header(bytes(data[512:1024]), 1),
+                        bytes(data[1024:1024 + 16384]), sector_size=512,
+                        new_sector_count=len(data) // 512 - 100)
     data[512 + 40] ^= 1
     with pytest.raises(ChecksumMismatch, match="gpt header at LBA 1"):
-        relocate(bytes(data[512:1024]), bytes(data[1024:1024 + 16384]), sector_size=512,
-                 new_sector_count=BIG // 512)
+        parse_gpt_header(bytes(data[512:1024]), 1)
+    corrupt = tmp_path / "corrupt.img"
+    corrupt.write_bytes(bytes(data))
+    reader = ChunkedFileReader(corrupt)
+    try:  # the migration path itself refuses it, before restore writes anything
+        with pytest.raises(ChecksumMismatch, match="gpt header at LBA 1"):
+            compute_relocation(reader, MigrateSpec(len(data) // 512, BIG // 512))
+    finally:
+        reader.close()
 
 
 def restore_onto_bigger(src: Path, backing: Path, grow_last: bool):
@@ -158,9 +169,9 @@ def test_relocation_on_4k_sectors_equals_sgdisk_e(tmp_path: Path) -> None:
         assert "No problems found" in sgdisk("-v", dev)
     want = big.read_bytes()
     n = BIG // 4096
-    rel = relocate(data[4096:8192], data[8192:8192 + 4 * 4096], sector_size=4096,
-                   new_sector_count=n)
-    assert rel.backup_header_lba == n - 1 and rel.backup_array_lba == n - 5
-    assert rel.primary_header == want[4096:8192]
-    assert rel.backup_header == want[-4096:]
+    rel = relocate_backup(parse_gpt_header(data[4096:8192], 1), data[8192:8192 + 4 * 4096],
+                          sector_size=4096, new_sector_count=n)
+    assert rel.backup.my_lba == n - 1 and rel.backup.entry_lba == n - 5
+    assert build_gpt_header(rel.primary, 4096) == want[4096:8192]
+    assert build_gpt_header(rel.backup, 4096) == want[-4096:]
     assert rel.array == want[(n - 5) * 4096:-4096]
