@@ -67,9 +67,27 @@ def _text(path: str, fmt: str, reader: Any, m: Any, parts: list[Any]) -> None:
             print(f"{label + ':':13} {total} sectors" + "".join(
                 f"\n  LBA {s}-{s + c - 1} ({c})" for s, c in ranges[:50]))
     else:
-        print("manifest:     none (no check values or hashes recorded)")
+        _foreign(reader)
     if parts:
         print(f"partitions:   {len(parts)}")
         for p in parts:
             print(f"  {p.first_lba:>12} {p.last_lba:>12} {p.count_sectors * reader.sector_size:>14}"
                   f"  {p.name!r}")
+
+
+def _foreign(reader: Any) -> None:
+    """What an image made by another tool records about itself (E01 header, stored hashes)."""
+    header = getattr(reader, "header", None)
+    hashes = getattr(reader, "hashes", None) or {}
+    if header is None and not hashes:
+        print("manifest:     none (no check values or hashes recorded)")
+        return
+    if header is not None:
+        for label, value in (("case", header.case_number), ("evidence", header.evidence_number),
+                             ("examiner", header.examiner), ("description", header.description),
+                             ("notes", header.notes), ("model", header.model),
+                             ("serial", header.serial), ("tool", header.version)):
+            if value:
+                print(f"{label + ':':13} {value!r}")
+    for name, value in hashes.items():
+        print(f"{name + ':':13} {value} (stored in the image)")
