@@ -57,7 +57,9 @@ def register(subparsers: Any) -> None:
                    help="skip this partition (glob, repeatable): recorded as NOT_ACQUIRED")
     p.add_argument("--hash", default="sha256", help="whole-image hashes: md5,sha1,sha256")
     p.add_argument("--chunk-size", type=parse_size, default=4 << 20, help="default 4MiB")
-    p.add_argument("--level", type=int, default=3, help="zstd level (default 3)")
+    # level 1 by measurement (docs/BENCHMARKS.md): 18% less compression CPU than 3 for 0.3%
+    # more bytes on the sample phone (encrypted/random data does not compress at any level)
+    p.add_argument("--level", type=int, default=1, help="zstd level (default 1)")
     for name in ("case", "evidence", "examiner", "notes", "description"):
         p.add_argument(f"--{name}", default="", help=f"{name} (recorded in the manifest)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted acquisition")

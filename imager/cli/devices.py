@@ -20,6 +20,11 @@ log = logging.getLogger(__name__)
 SYS_BLOCK = Path("/sys/class/block")
 MOUNTINFO = Path("/proc/self/mountinfo")
 MODE_NAMES = {"usb-msc": "mass storage", "edl": "Qualcomm EDL (9008)", "fastboot": "fastboot"}
+# how each mode is used (label, hint): EDL needs the phone's programmer; fastboot only flashes
+MODE_HINTS = {
+    "edl": ("SOURCE", "  (also a TARGET; needs --loader PROGRAMMER; acquire takes every LUN)"),
+    "fastboot": ("TARGET", "  (restore IMAGE TARGET --partition NAME; fastboot cannot read)"),
+}
 
 
 def register(subparsers: Any) -> None:
@@ -137,7 +142,8 @@ def _print_usb(devices: list[dict[str, Any]], note: str) -> None:
         serial = f"serial {d['serial']}" if d["serial"] else "no serial"
         print(f"  {d['vid']}:{d['pid']} port {d['port']:<8} {name}  {serial}  [{modes}]")
         for source in d["sources"]:
-            print(f"      SOURCE: {source}")
+            label, hint = MODE_HINTS.get(source.partition(":")[0], ("SOURCE", ""))
+            print(f"      {label}: {source}{hint}")
         if d["note"]:
             print(f"      note: {d['note']}")
     if note:

@@ -27,13 +27,15 @@ def register(subparsers: Any) -> None:
     p.add_argument("--json", action="store_true", help="print the same as JSON")
     p.add_argument("--sector-size", type=int, default=None, metavar="N",
                    help="logical sector size of an image file (default: probe 512 and 4096)")
+    p.add_argument("--loader", metavar="FILE",
+                   help="edl: the phone's Firehose programmer (uploaded through Sahara)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from imager.table import read_table
 
-    source = _open(args.source, args.sector_size)
+    source = _open(args.source, args.sector_size, getattr(args, "loader", None))
     try:
         table = read_table(source)
         if table.detected_sector_size and args.sector_size is None \
@@ -51,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _open(spec: str, sector_size: int | None) -> Any:
+def _open(spec: str, sector_size: int | None, loader: str | None = None) -> Any:
     """A Source for ``spec``: images (non-raw) through their reader, the rest as devices."""
     from imager.image.open import detect
 
@@ -67,6 +69,10 @@ def _open(spec: str, sector_size: int | None) -> Any:
                 raise UsageError(f"{spec}: {kind} images cannot be read yet ({err})") from err
     if not os.path.exists(spec) and ":" not in spec and spec != "-":
         raise UsageError(f"{spec}: no such file or device")
+    if spec.startswith("edl:"):
+        return open_source(spec, sector_size=sector_size, loader=loader)
+    if loader:
+        raise UsageError("--loader is for edl: sources")
     return open_source(spec, sector_size=sector_size)
 
 

@@ -10,7 +10,7 @@ import sys
 from typing import Any
 
 from imager.devices.base import Identity
-from imager.errors import Interrupted, TargetRefused
+from imager.errors import Interrupted, TargetRefused, UsageError
 from imager.restore_plan import ZEROS_MODES, RestorePlan, TargetShape, image_source_identity
 
 EPILOG = """exit codes: 0 ok, 1 runtime failure, 2 usage/bad input/refused target,
@@ -47,12 +47,27 @@ def register(subparsers: Any) -> None:
                    "file target, in the state dir for a device)")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.add_argument("--loader", metavar="FILE",
+                   help="edl: the phone's Firehose programmer (uploaded through Sahara)")
+    p.add_argument("--lun", type=int, action="append", default=[], metavar="N",
+                   help="edl: restore onto this LUN (default: the LUN the image came from; "
+                   "for a phone set: only these LUNs)")
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from imager.image.open import open_image
+USB_TARGETS = ("edl:", "fastboot:", "usb-msc:")
 
+
+def run(args: argparse.Namespace) -> int:
+    from imager.cli._phone import check_usb_options, flash_fastboot, restore_set
+    from imager.image.open import open_image
+    from imager.phoneset import is_phone_set
+
+    check_usb_options(args)
+    if args.target.startswith("fastboot:"):
+        return flash_fastboot(args)
+    if is_phone_set(args.image):
+        return restore_set(args, _with_target)
     reader = open_image(args.image)
     try:
         return _with_reader(args, reader)
@@ -63,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
 def _with_reader(args: argparse.Namespace, reader: Any) -> int:
     from imager.devices import open_target
 
-    exists = os.path.exists(args.target)
+    exists = os.path.exists(args.target) or args.target.startswith(USB_TARGETS)
     if not exists and os.path.realpath(args.target).startswith("/dev/"):
         raise TargetRefused(f"{args.target}: no such device (a missing file is only created "
                             "outside /dev)")
@@ -71,7 +86,7 @@ def _with_reader(args: argparse.Namespace, reader: Any) -> int:
         return _dry_run(args, reader, _new_file_shape(args.target, reader), None)
     size = reader.sector_count * reader.sector_size
     target = open_target(args.target, sector_size=_file_sector_size(args.target, reader),
-                         create_size=None if exists else size)
+                         create_size=None if exists else size, **_usb_options(args, reader))
     try:
         return _with_target(args, reader, target, created=not exists)
     finally:
@@ -121,6 +136,23 @@ def _restore(args: argparse.Namespace, reader: Any, target: Any, plan: RestorePl
     return 0
 
 
+def _usb_options(args: argparse.Namespace, reader: Any) -> dict[str, Any]:
+    """edl: the programmer and the LUN (asked, in the spec, or the image's own)."""
+    if not args.target.startswith("edl:"):
+        return {}
+    from imager.cli._phone import lun_from_image
+
+    opts: dict[str, Any] = {"loader": args.loader}
+    if len(args.lun) > 1:
+        raise UsageError("one image restores onto one LUN: give --lun once")
+    lun = args.lun[0] if args.lun else None
+    if lun is None and "lun=" not in args.target:
+        lun = lun_from_image(reader)
+    if lun is not None:
+        opts["lun"] = lun
+    return opts
+
+
 def _command_line(args: argparse.Namespace) -> str:
     """The command that continues this restore (same plan options, so the journal matches)."""
     cmd = ["imager", "restore", args.image, args.target, "--yes", "--zeros", args.zeros]
@@ -133,6 +165,10 @@ def _command_line(args: argparse.Namespace) -> str:
         cmd.append("--no-verify")
     if args.journal:
         cmd += ["--journal", args.journal]
+    if args.loader:
+        cmd += ["--loader", args.loader]
+    for lun in args.lun:
+        cmd += ["--lun", str(lun)]
     return shlex.join(cmd)
 
 
