@@ -17,6 +17,7 @@ from imager.errors import UsageError
 
 EXPORTERS: dict[str, str] = {
     "raw": "imager.export:export_raw",
+    "zst": "imager.image.native_export:export_zst",      # native image (repo helper added it)
     "simg": "imager.image.sparse_writer:export_simg",   # sparse helper provides it
     "e01": "imager.image.ewf_export:export_e01",        # e01 helper provides it
 }
