@@ -81,16 +81,21 @@ def _strip_comment(line: str) -> str:
     return line
 
 
+def _short(text: str, limit: int = 40) -> str:
+    """``text`` for an error message: a binary file's first "field" can be megabytes long."""
+    return repr(text) if len(text) <= limit else f"{text[:limit]!r}... ({len(text)} chars)"
+
+
 def _number(text: str, line_no: int, what: str) -> int:
     if text.startswith("-"):
-        raise MapfileError(line_no, f"{what} {text!r} is negative")
+        raise MapfileError(line_no, f"{what} {_short(text)} is negative")
     if not _INT.fullmatch(text.lstrip("+")):
-        raise MapfileError(line_no, f"{what} {text!r} is not a number")
+        raise MapfileError(line_no, f"{what} {_short(text)} is not a number")
     body = text.lstrip("+")
     value = int(body, 16) if body[:2].lower() == "0x" else int(body, 8) if body[0] == "0" \
         else int(body)
     if value > MAX_VALUE:
-        raise MapfileError(line_no, f"{what} {text} is larger than {MAX_VALUE}")
+        raise MapfileError(line_no, f"{what} {_short(text)} is larger than {MAX_VALUE}")
     return value
 
 
@@ -99,12 +104,12 @@ def _status_line(fields: list[str], line_no: int) -> tuple[int, str, int]:
         raise MapfileError(line_no, f"status line needs 2 or 3 fields, got {len(fields)}")
     pos = _number(fields[0], line_no, "current_pos")
     if len(fields[1]) != 1 or fields[1] not in PHASES:
-        raise MapfileError(line_no, f"bad current_status {fields[1]!r}, expected one of "
+        raise MapfileError(line_no, f"bad current_status {_short(fields[1])}, expected one of "
                                     f"{''.join(sorted(PHASES))}")
     current_pass = 1
     if len(fields) == 3:
         if not fields[2].isdigit() or int(fields[2]) < 1 or int(fields[2]) > 1 << 31:
-            raise MapfileError(line_no, f"bad current_pass {fields[2]!r}, expected a "
+            raise MapfileError(line_no, f"bad current_pass {_short(fields[2])}, expected a "
                                         "decimal number >= 1")
         current_pass = int(fields[2])
     return pos, fields[1], current_pass
@@ -119,7 +124,7 @@ def _block_line(fields: list[str], line_no: int, prev_end: int | None) -> Block:
     try:
         status = Status(fields[2])
     except ValueError:
-        raise MapfileError(line_no, f"bad block status {fields[2]!r}, expected one of "
+        raise MapfileError(line_no, f"bad block status {_short(fields[2])}, expected one of "
                                     "? * / - +") from None
     if pos + size > MAX_VALUE:
         raise MapfileError(line_no, f"block {pos}+{size} ends past {MAX_VALUE}")

@@ -18,11 +18,21 @@ def _size(n: int | None) -> str:
     return f"{n} bytes" if unit == "bytes" else f"{n} bytes ({value:.2f} {unit})"
 
 
+def _safe(value: Any) -> str:
+    """``value`` on one line with control characters escaped: partition names, models and
+    serials come from the device, and a newline or ESC sequence must not forge report lines
+    or drive the terminal that prints the report."""
+    text = "" if value is None else str(value)
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+
+
 def _section(title: str, rows: list[tuple[str, Any]]) -> list[str]:
     lines = ["", title, "-" * len(title)]
     width = max((len(k) for k, _ in rows), default=0)
     for key, value in rows:
-        lines.append(f"{key + ':':<{width + 1}} {'' if value is None else value}")
+        lines.append(f"{key + ':':<{width + 1}} {_safe(value)}")
     return lines
 
 
@@ -36,7 +46,7 @@ def _ranges(title: str, ranges: list[dict[str, Any]], total: int) -> list[str]:
                      f"{r['size_bytes']} bytes)")
         for p in r["locations"]:
             slot = f" #{p['index']}" if p["index"] is not None else ""
-            lines.append(f"    {p['partition']}{slot}: LBA {p['start_lba']}-{p['last_lba']} "
+            lines.append(f"    {_safe(p['partition'])}{slot}: LBA {p['start_lba']}-{p['last_lba']} "
                          f"({p['count']} sectors)")
     return lines
 
@@ -49,9 +59,10 @@ def _partitions(table: dict[str, Any]) -> list[str]:
         if table.get(key):
             lines.append(f"{key.replace('_', ' ').capitalize()}: {table[key]}")
     for p in table.get("partitions", []):
-        lines.append(f"  #{p['index']:<3} {p['name'] or '-':<20} LBA {p['first_lba']}-"
-                     f"{p['last_lba']}  {_size(p.get('size_bytes'))}  {p.get('type_name') or ''}")
-    lines += [f"  warning: {w}" for w in table.get("warnings", [])]
+        lines.append(f"  #{p['index']:<3} {_safe(p['name']) or '-':<20} LBA {p['first_lba']}-"
+                     f"{p['last_lba']}  {_size(p.get('size_bytes'))}  "
+                     f"{_safe(p.get('type_name'))}")
+    lines += [f"  warning: {_safe(w)}" for w in table.get("warnings", [])]
     return lines
 
 

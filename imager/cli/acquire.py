@@ -10,6 +10,7 @@ import shlex
 import sys
 from typing import Any
 
+from imager.cli._args import sector_size
 from imager.errors import DeviceError, DeviceGone, Interrupted, UsageError
 
 EPILOG = """\
@@ -55,7 +56,8 @@ def register(subparsers: Any) -> None:
                    help="acquire only this partition (glob, repeatable); tables always included")
     p.add_argument("--exclude", action="append", default=[], metavar="NAME",
                    help="skip this partition (glob, repeatable): recorded as NOT_ACQUIRED")
-    p.add_argument("--hash", default="sha256", help="whole-image hashes: md5,sha1,sha256")
+    p.add_argument("--hash", action="append", default=[],
+                   help="whole-image hashes: md5,sha1,sha256 (repeatable; default sha256)")
     p.add_argument("--chunk-size", type=parse_size, default=4 << 20, help="default 4MiB")
     # level 1 by measurement (docs/BENCHMARKS.md): 18% less compression CPU than 3 for 0.3%
     # more bytes on the sample phone (encrypted/random data does not compress at any level)
@@ -66,7 +68,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print a JSON summary at the end")
     p.add_argument("--size", type=parse_size, help="stream size in bytes (stdin only)")
-    p.add_argument("--sector-size", type=int, help="sector size (files and stdin; default 512)")
+    p.add_argument("--sector-size", type=sector_size, help="sector size (files and stdin; default 512)")
     p.add_argument("--retries", type=int, default=1, help="retries per unreadable sector")
     p.add_argument("--workers", type=int, default=min(os.cpu_count() or 2, 8),
                    help=argparse.SUPPRESS)
@@ -78,12 +80,20 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=run)
 
 
+def _hash_text(args: argparse.Namespace) -> str:
+    """Every --hash given (``--hash md5 --hash sha1`` keeps both), else the default."""
+    hashes = args.hash if isinstance(args.hash, list) else [args.hash]
+    return ",".join(hashes) if hashes else "sha256"
+
+
 def _request(args: argparse.Namespace) -> Any:
     from imager.acquisition import AcquireRequest
     from imager.hashing import parse_hash_list
 
-    if not 1 <= args.workers <= 64 or args.retries < 0:
-        raise UsageError("--workers must be 1..64 and --retries >= 0")
+    if args.retries < 0:
+        raise UsageError(f"--retries {args.retries}: must be >= 0")
+    if not 1 <= args.workers <= 64:
+        raise UsageError(f"--workers {args.workers}: must be 1..64")
     if not -7 <= args.level <= 22:
         raise UsageError(f"--level {args.level}: zstd levels are -7..22")
     case = {k: getattr(args, k) for k in ("case", "evidence", "examiner", "notes",
@@ -92,7 +102,7 @@ def _request(args: argparse.Namespace) -> Any:
     return AcquireRequest(
         source=args.source, image=args.image, image_format=args.format,
         include=tuple(args.partition), exclude=tuple(args.exclude),
-        hashes=parse_hash_list(args.hash), chunk_bytes=args.chunk_size, level=args.level,
+        hashes=parse_hash_list(_hash_text(args)), chunk_bytes=args.chunk_size, level=args.level,
         case=case, resume=args.resume, size=args.size, sector_size=args.sector_size,
         retries=args.retries, workers=args.workers, command_line=tuple(sys.argv),
         segment_size=args.segment_size,
@@ -100,7 +110,7 @@ def _request(args: argparse.Namespace) -> Any:
 
 
 def _hint(args: argparse.Namespace) -> str:
-    if args.source == "-":
+    if args.source == "-" or args.format == "simg":   # neither can resume (see _stopped)
         return ""
     argv = sys.argv[1:] if "acquire" in sys.argv[1:] else ["acquire", args.source, args.image]
     if "--resume" not in argv:
@@ -117,7 +127,20 @@ def _journal_exists(args: argparse.Namespace) -> bool:
 def _stopped(args: argparse.Namespace, what: str) -> str:
     if args.source == "-":
         return f"{what}; a stdin acquisition cannot resume: delete {args.image} and start again"
+    if args.format == "simg":
+        return f"{what}; {_SIMG_NO_RESUME.format(image=args.image)}"
     return what
+
+
+_SIMG_NO_RESUME = ("an Android sparse (simg) acquisition cannot resume: delete {image} and "
+                   "{image}.journal and start again (--format native or raw can resume)")
+
+
+def _refuse_simg_resume(args: argparse.Namespace) -> None:
+    """An interrupted simg run leaves a journal whose sink state cannot be continued."""
+    if args.format == "simg" and _journal_exists(args):
+        raise UsageError(f"{args.image}: interrupted; " +
+                         _SIMG_NO_RESUME.format(image=args.image))
 
 
 def _bar(args: argparse.Namespace) -> tuple[Any, Any]:
@@ -125,10 +148,14 @@ def _bar(args: argparse.Namespace) -> tuple[Any, Any]:
         return None, None
     from tqdm import tqdm
 
+    # drawn at the first progress report, so a run refused up front (missing source, image
+    # exists...) prints its one error line and no empty bar
     bar = tqdm(total=0, unit="B", unit_scale=True, unit_divisor=1024, dynamic_ncols=True,
-               file=sys.stderr, desc="acquire")
+               file=sys.stderr, desc="acquire", delay=float("inf"))
 
     def progress(done: int, total: int, label: str) -> None:
+        if bar.delay:
+            bar.delay = 0
         bar.total = total
         bar.update(done - bar.n)
         if label and bar.desc != label:
@@ -146,8 +173,14 @@ def run(args: argparse.Namespace) -> int:
         return run_phone(args)
     if args.loader or args.lun:
         raise UsageError("--loader and --lun are for edl: sources")
-    if args.segment_size and args.format != "e01":
+    if args.segment_size is not None and args.format != "e01":
         raise UsageError("--segment-size is for --format e01")
+    if args.segment_size is not None:  # before the journal exists: a refused run leaves nothing
+        from imager.image.ewf_writer import MIN_SEGMENT_SIZE
+
+        if args.segment_size < MIN_SEGMENT_SIZE:
+            raise UsageError(f"--segment-size {args.segment_size}: must be at least "
+                             f"{MIN_SEGMENT_SIZE} bytes")
     if args.format == "e01":   # the set is named by its first segment: OUT -> OUT.E01
         from imager.image.ewf_set import segment_base
 
@@ -167,6 +200,7 @@ def _run(args: argparse.Namespace) -> int:
     from imager.report import write_report
 
     request = _request(args)
+    _refuse_simg_resume(args)
     bar, progress = _bar(args)
     try:
         manifest = run_acquire(request, progress=progress)

@@ -51,6 +51,20 @@ def _size(text: str) -> int:
     return parse_size(text)
 
 
+def _refuse_ignored(to: str, func: Any, opts: dict[str, Any]) -> None:
+    """Refuse options an exporter would swallow unread through ``**kwargs``: ``--to e01
+    --partition boot`` must not quietly write the whole image."""
+    params = inspect.signature(func).parameters
+    named = {name for name, p in params.items()
+             if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    ignored = sorted(set(opts) - named)
+    if "partition" in ignored:
+        raise UsageError(f"--to {to} exports the whole image; --partition is for simg "
+                         "(use `imager extract` for one partition)")
+    if ignored:
+        raise UsageError(f"--to {to} does not take {', '.join(ignored)}")
+
+
 def run(args: argparse.Namespace) -> int:
     from imager.export import exporter
     from imager.image.open import open_image
@@ -61,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
         inspect.signature(func).bind(None, args.out, **opts)
     except TypeError as err:  # an option this format does not take
         raise UsageError(f"--to {args.to}: {err}") from err
+    _refuse_ignored(args.to, func, opts)
     with contextlib.closing(open_image(args.image)) as reader:
         written = func(reader, args.out, **opts)
     if isinstance(written, list) and written != [args.out]:

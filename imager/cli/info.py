@@ -13,6 +13,7 @@ import os
 from typing import Any
 
 from formats.table import DiskTable
+from imager.cli._args import sector_size
 from imager.devices import open_source
 from imager.errors import UsageError
 
@@ -25,7 +26,7 @@ def register(subparsers: Any) -> None:
         "gaps. SOURCE is a block device, a raw/native/sparse/E01 image, or a device spec.")
     p.add_argument("source", metavar="SOURCE")
     p.add_argument("--json", action="store_true", help="print the same as JSON")
-    p.add_argument("--sector-size", type=int, default=None, metavar="N",
+    p.add_argument("--sector-size", type=sector_size, default=None, metavar="N",
                    help="logical sector size of an image file (default: probe 512 and 4096)")
     p.add_argument("--loader", metavar="FILE",
                    help="edl: the phone's Firehose programmer (uploaded through Sahara)")

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shlex
 import signal
+import stat
 import sys
 from pathlib import Path
 
 from formats.mapfile import Status
+from imager.cli._args import sector_size
 from imager.devices import SCHEMES, open_source
 from imager.devices.base import BaseSource
-from imager.errors import UsageError
+from imager.errors import BadInput, UsageError
 from imager.rescue import RescueOptions, RescueProgress, rescue
 
 _UNITS = {"": 1, "b": 1, "k": 1024, "kib": 1024, "m": 1 << 20, "mib": 1 << 20,
@@ -41,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--reverse", action="store_true", help="read backwards (ddrescue -R)")
     p.add_argument("--block-size", type=_size, default=64 * 1024, metavar="BYTES",
                    help="read size of the copying passes (default 64KiB)")
-    p.add_argument("--sector-size", type=int, default=None, metavar="BYTES",
+    p.add_argument("--sector-size", type=sector_size, default=None, metavar="BYTES",
                    help="sector size for image files (block devices report their own)")
     p.add_argument("--skip-size", type=_size, default=64 * 1024, metavar="BYTES",
                    help="first skip after a read error, doubling on each further one; 0: none")
@@ -112,6 +115,38 @@ def _finish(args: argparse.Namespace) -> int:
     return 0
 
 
+def _same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
+    """Whether paths ``a`` and ``b`` name one file or device (symlinks, ./x, by-id links)."""
+    if os.path.abspath(a) == os.path.abspath(b):
+        return True
+    try:
+        sa, sb = os.stat(a), os.stat(b)
+    except OSError:  # one of them does not exist yet: not the same
+        return False
+    if stat.S_ISBLK(sa.st_mode) and stat.S_ISBLK(sb.st_mode):
+        return sa.st_rdev == sb.st_rdev
+    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
+
+
+def _check_paths(args: argparse.Namespace) -> None:
+    """Refuse a SOURCE that does not exist, and OUT or MAP that are the SOURCE or each other."""
+    head, sep, _ = args.source.partition(":")
+    if not (sep and head in SCHEMES) and not os.path.lexists(args.source):
+        raise BadInput(f"{args.source}: no such file or device")
+    if _same_file(args.out, args.source):
+        raise UsageError(f"OUT {args.out} is the SOURCE {args.source}")
+    for other, what in ((args.source, "SOURCE"), (args.out, "OUT")):
+        if _same_file(args.mapfile, other):
+            raise UsageError(f"--mapfile {args.mapfile} is the {what}")
+    # the mapfile is first saved after the copy pass has run for a while: refuse a place it
+    # cannot be written now, not after hours of reading a dying device
+    where = os.path.dirname(os.path.abspath(args.mapfile))
+    if not os.path.isdir(where):
+        raise BadInput(f"--mapfile {args.mapfile}: directory {where} does not exist")
+    if not os.access(where, os.W_OK):
+        raise BadInput(f"--mapfile {args.mapfile}: directory {where} is not writable")
+
+
 def _terminate(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -121,10 +156,12 @@ def run(args: argparse.Namespace) -> int:
         return _finish(args)
     if args.retries < 0:
         raise UsageError(f"--retries {args.retries}: must be >= 0")
-    if args.out == args.source:
-        raise UsageError(f"OUT {args.out} is the SOURCE")
+    _check_paths(args)
     opener = _opener(args.source, args.sector_size)
     source = opener()
+    if source.sector_count == 0:
+        source.close()
+        raise BadInput(f"{args.source}: truncated to 0 bytes (empty): nothing to rescue")
     if args.block_size <= 0 or args.block_size % source.sector_size:
         source.close()
         raise UsageError(f"--block-size {args.block_size} is not a positive multiple of the "

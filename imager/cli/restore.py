@@ -10,7 +10,7 @@ import sys
 from typing import Any
 
 from imager.devices.base import Identity
-from imager.errors import Interrupted, TargetRefused, UsageError
+from imager.errors import BadInput, Interrupted, TargetRefused, UsageError
 from imager.restore_plan import ZEROS_MODES, RestorePlan, TargetShape, image_source_identity
 
 EPILOG = """exit codes: 0 ok, 1 runtime failure, 2 usage/bad input/refused target,
@@ -82,6 +82,11 @@ def _with_reader(args: argparse.Namespace, reader: Any) -> int:
     if not exists and os.path.realpath(args.target).startswith("/dev/"):
         raise TargetRefused(f"{args.target}: no such device (a missing file is only created "
                             "outside /dev)")
+    if os.path.isdir(args.target):
+        raise BadInput(f"{args.target}: is a directory, not a device or image file")
+    if args.partition and not exists:  # refuse before creating a file that has no table
+        raise BadInput(f"{args.target}: does not exist; --partition writes into the target's "
+                       "own partitions, so it needs a target with a partition table")
     if args.dry_run and not exists:
         return _dry_run(args, reader, _new_file_shape(args.target, reader), None)
     size = reader.sector_count * reader.sector_size

@@ -78,6 +78,8 @@ def _text(path: str, fmt: str, reader: Any, m: Any, parts: list[Any]) -> None:
 def _foreign(reader: Any) -> None:
     """What an image made by another tool records about itself (E01 header, stored hashes)."""
     header = getattr(reader, "header", None)
+    if not hasattr(header, "case_number"):  # only E01 headers hold case data (not simg's)
+        header = None
     hashes = getattr(reader, "hashes", None) or {}
     if header is None and not hashes:
         print("manifest:     none (no check values or hashes recorded)")

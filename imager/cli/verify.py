@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from formats.errors import FormatError
+from imager.cli._args import sector_size
 from imager.errors import VerificationFailed
 
 
@@ -17,7 +18,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("image", help="any image: native, raw (+IMAGE.json), simg, E01, REPO@ID")
     p.add_argument("--against", metavar="SOURCE",
                    help="also re-read SOURCE and name the LBA ranges that differ")
-    p.add_argument("--sector-size", type=int, help="sector size of SOURCE (files)")
+    p.add_argument("--sector-size", type=sector_size, help="sector size of SOURCE (files)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=run)
@@ -29,7 +30,9 @@ def _open(path: str) -> Any:
     try:
         return open_image(path)
     except FormatError as err:  # a damaged manifest or index is a failed verification
-        raise VerificationFailed(f"{path}: {err}") from err
+        text = str(err)  # some readers already name the file: do not name it twice
+        raise VerificationFailed(text if text.startswith(f"{path}:") else f"{path}: {text}") \
+            from err
 
 
 def run(args: argparse.Namespace) -> int:

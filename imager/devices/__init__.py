@@ -8,10 +8,11 @@ registered backend (``usb-msc:``, ``edl:``, ``fastboot:``). Backends register a 
 from __future__ import annotations
 
 import importlib
+import os
 from typing import Any
 
 from imager.devices.base import BaseSource, BaseTarget, Identity, Source, Target
-from imager.errors import UsageError
+from imager.errors import BadInput, UsageError
 
 __all__ = [
     "SCHEMES",
@@ -67,7 +68,13 @@ def open_source(spec: str, *, sector_size: int | None = None, direct: bool = Fal
         return StdinSource(sector_size=sector_size or 512, **options)
     from imager.devices.file import DirectFileSource, FileSource
 
-    return (DirectFileSource if direct else FileSource)(spec, sector_size=sector_size)
+    if not os.path.lexists(spec):  # a typo, not a device failure: bad input (exit 2)
+        raise BadInput(f"{spec}: no such file or device")
+    source = (DirectFileSource if direct else FileSource)(spec, sector_size=sector_size)
+    if source.sector_count == 0:  # nothing to image; an empty image would look like success
+        source.close()
+        raise BadInput(f"{spec}: truncated to 0 bytes (empty): nothing to read")
+    return source
 
 
 def open_target(spec: str, *, sector_size: int | None = None,

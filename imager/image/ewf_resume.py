@@ -162,6 +162,7 @@ def _continue(sink: Any, paths: list[str], local: int) -> None:
     if walked.open_sectors is not None:
         entries = _scan_open(file.fileno(), walked.open_sectors, local, sink.chunk_bytes,
                              paths[-1])
+        entries, local = _drop_partial(sink, closed, entries, walked.open_sectors, local, file)
     if walked.open_sectors is not None:   # closed after the checkpoint: open it again
         file.seek(walked.open_sectors)
         file.write(ZEROS)
@@ -171,6 +172,25 @@ def _continue(sink: Any, paths: list[str], local: int) -> None:
     sink._chunks = closed + len(entries)
     sink._segment_has_chunks = bool(walked.tables or entries)
     sink._next_lba = min(sink._chunks * sink.volume.sectors_per_chunk, sink.sector_count)
+
+
+def _drop_partial(sink: Any, closed: int, entries: list[int], sectors_at: int, local: int,
+                  file: Any) -> tuple[list[int], int]:
+    """Cut the EWF chunks of a pipeline chunk that was only partly written.
+
+    A checkpoint taken when the run is stopped (Ctrl-C) can hold the first EWF chunks of a
+    pipeline chunk that the journal does not count yet; the pipeline writes that chunk again,
+    whole, so its head is cut off here (else replay meets a pipeline chunk it cannot finish).
+    """
+    spc = sink.volume.sectors_per_chunk
+    per = (sink.chunk_sectors or spc) // spc
+    total = closed + len(entries)
+    excess = total % per
+    if not excess or excess > len(entries) or total * spc >= sink.sector_count:
+        return entries, local
+    cut = sectors_at + (entries[-excess] & ewf.OFFSET_MASK)
+    file.truncate(cut)
+    return entries[:-excess], cut
 
 
 def _count_chunks(path: str) -> int:

@@ -127,6 +127,8 @@ class RawReader(ChunkedRead):
             raise
 
     def _setup(self, size: int, sector_size: int | None) -> None:
+        if size == 0:  # would "verify" as 0 chunks, 0 bad: an empty file is no image
+            raise BadInput(f"{self.path}: truncated to 0 bytes (empty): not an image")
         self.manifest = _load_manifest(manifest_path(self.path))
         if self.manifest is not None:
             m = self.manifest
