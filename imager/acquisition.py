@@ -42,7 +42,7 @@ class AcquireRequest:
     exclude: tuple[str, ...] = ()
     hashes: tuple[str, ...] = ("sha256",)
     chunk_bytes: int = 4 * MiB
-    level: int = 3
+    level: int = 1                                   # measured: docs/BENCHMARKS.md
     case: dict[str, str] = field(default_factory=dict)
     resume: bool = False
     size: int | None = None

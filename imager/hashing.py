@@ -75,3 +75,39 @@ class MultiHash:
 
     def hexdigests(self) -> dict[str, str]:
         return {n: h.hexdigest() for n, h in zip(self.names, self._h)}
+
+
+class ThreadedHash:
+    """A MultiHash fed from its own thread, so a writer's fsyncs and the hashing overlap.
+
+    (Added for performance: hashlib releases the GIL on large buffers, so the whole-image hash
+    runs beside the compressing workers instead of on the writer's critical path.) ``update``
+    queues the buffer (at most ``depth`` pending, bounding memory); ``close`` drains the queue
+    and hands the MultiHash back with every byte hashed in order.
+    """
+
+    def __init__(self, inner: MultiHash, depth: int = 4) -> None:
+        import queue
+        import threading
+
+        self.inner = inner
+        self._queue: queue.Queue[bytes | memoryview | None] = queue.Queue(depth)
+        self._thread = threading.Thread(target=self._run, name="imager-hash", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (data := self._queue.get()) is not None:
+            self.inner.update(data)
+
+    def update(self, data: bytes | memoryview) -> None:
+        self._queue.put(data)
+
+    def close(self) -> MultiHash:
+        """Wait until every queued buffer is hashed; returns the MultiHash."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+        return self.inner
+
+    def hexdigests(self) -> dict[str, str]:
+        return self.close().hexdigests()

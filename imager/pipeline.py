@@ -19,7 +19,7 @@ from typing import Any
 from formats.extent import Extent, Kind, merge
 from formats.manifest import KindRun, runs_append
 from imager.errors import ImagerError, Interrupted, ReadError
-from imager.hashing import MultiHash, chunk_digest, classify, zeros
+from imager.hashing import MultiHash, ThreadedHash, chunk_digest, classify, zeros
 from imager.journal import Journal, maybe_kill
 from imager.plan import ChunkTask, Plan
 
@@ -267,6 +267,7 @@ def acquire(source: Any, sink: Any, plan: Plan, *, progress: Progress | None = N
     pool = _Pool(source, plan, start, workers=workers, depth=depth or 2 * workers + 2,
                  retries=retries, check_algo=check_algo, encode=encode)
     began = time.monotonic()
+    hasher, writer.hasher = writer.hasher, ThreadedHash(writer.hasher)
     try:
         with pool:
             for index in range(start, plan.chunk_count):
@@ -283,6 +284,7 @@ def acquire(source: Any, sink: Any, plan: Plan, *, progress: Progress | None = N
         _safe_commit(writer)
         raise
     finally:
+        writer.hasher = writer.hasher.close() if writer.hasher is not hasher else hasher
         writer.done.seconds += time.monotonic() - began
     writer.commit()
     return writer.done

@@ -7,7 +7,7 @@ Works on any ImageReader (native, raw, sparse, E01, snapshot): it only uses ``ch
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,8 +15,10 @@ from formats.errors import FormatError
 from formats.extent import Extent, merge
 from imager.errors import DeviceError
 from imager.hashing import MultiHash
+from imager.prefetch import ahead
 
 log = logging.getLogger(__name__)
+PREFETCH = 4  # chunks read and checked ahead of the whole-image hash
 
 
 @dataclass
@@ -85,12 +87,22 @@ def _check_table_sectors(reader: Any, report: VerifyReport) -> None:
             report.bad_chunks.append((-1, lba, count, why))
 
 
+def _read_chunks(reader: Any) -> Iterator[tuple[Any, bytes, FormatError | None]]:
+    """(chunk, verified bytes, None) or (chunk, b"", the error) for every chunk, in order."""
+    for chunk in reader.chunks():
+        try:
+            yield chunk, reader.read_chunk(chunk), None
+        except FormatError as err:
+            yield chunk, b"", err
+
+
 def verify_image(reader: Any, *, against: Any = None,
                  progress: Callable[[int, int, str], None] | None = None) -> VerifyReport:
     """Check every chunk and the whole-image hashes; with ``against``, compare with a Source.
 
     A damaged chunk is recorded (index, LBA range, reason) and verification goes on; the
-    whole-image hashes are then not comparable and are reported as mismatching.
+    whole-image hashes are then not comparable and are reported as mismatching. Chunks are read
+    and checked by one thread ahead of this one, which hashes the whole image (both cores busy).
     """
     report = VerifyReport(expected=dict(getattr(reader, "hashes", {}) or {}))
     hasher = MultiHash(tuple(report.expected) or ("sha256",))
@@ -103,12 +115,10 @@ def verify_image(reader: Any, *, against: Any = None,
         against = None
     total = reader.sector_count * reader.sector_size
     broken = False
-    for chunk in reader.chunks():
+    for chunk, data, err in ahead(_read_chunks(reader), PREFETCH, "verify-read"):
         report.chunks += 1
         ext = chunk.extent
-        try:
-            data = reader.read_chunk(chunk)
-        except FormatError as err:
+        if err is not None:
             report.bad_chunks.append((chunk.index, ext.start_lba, ext.count, str(err)))
             broken = True
             continue

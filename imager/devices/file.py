@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
+import functools
 import logging
 import mmap
 import os
 import stat
 import struct
 from pathlib import Path
+from typing import Any
 
 from imager.devices.base import BaseSource, BaseTarget, Identity
 from imager.errors import BadInput, DeviceError, TargetRefused
@@ -165,6 +168,20 @@ class FileTarget(BaseTarget, _FdDevice):
         except OSError as err:
             log.debug("%s: fadvise DONTNEED failed: %s", self.identity.path, err)
 
+    def is_hole(self, lba: int, count: int) -> bool:
+        """True when a file's range holds no data extent, so it reads as zeros (SEEK_DATA).
+
+        (Added for restore's read-back of punched ranges: the file system's map says what a
+        read would return without reading gigabytes of zeros.) Block devices: always False.
+        """
+        if self.is_block:
+            return False
+        off = lba * self.sector_size
+        try:
+            return os.lseek(self.fd, off, os.SEEK_DATA) >= off + count * self.sector_size
+        except OSError as err:
+            return err.errno == errno.ENXIO  # no data from ``off`` to the end of the file
+
     def zero_out(self, lba: int, count: int) -> None:
         off, length = lba * self.sector_size, count * self.sector_size
         if self.is_block:
@@ -182,13 +199,20 @@ FALLOC_FL_KEEP_SIZE = 0x01
 FALLOC_FL_PUNCH_HOLE = 0x02
 
 
-def _punch_hole(fd: int, offset: int, length: int) -> None:
-    """Deallocate a file range so it reads as zeros (falls back to writing zeros)."""
+@functools.lru_cache(maxsize=1)
+def _libc() -> Any:
+    """libc with fallocate's signature, loaded once (find_library runs ldconfig: ~10 ms)."""
     import ctypes
     import ctypes.util
 
     libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
     libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_long, ctypes.c_long]
+    return libc
+
+
+def _punch_hole(fd: int, offset: int, length: int) -> None:
+    """Deallocate a file range so it reads as zeros (falls back to writing zeros)."""
+    libc = _libc()
     if libc.fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length) == 0:
         return
     zeros = bytes(min(length, 1 << 20))

@@ -126,7 +126,8 @@ class EwfSink:
             raise UsageError(f"E01 sectors per chunk {spc}: a power of two up to 32768")
         need = max(MIN_SEGMENT_SIZE, 4 * (spc * sector_size + 4))
         if not need <= segment_size <= MAX_SEGMENT_SIZE:
-            raise UsageError(f"--segment-size {segment_size}: must be at least {need} bytes")
+            bound = f"at least {need}" if segment_size < need else f"at most {MAX_SEGMENT_SIZE}"
+            raise UsageError(f"--segment-size {segment_size}: must be {bound} bytes")
 
     # -- Sink protocol -----------------------------------------------------------------------
 

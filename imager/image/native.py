@@ -225,6 +225,9 @@ class NativeReader(ChunkedRead):
             a manifest whose checksum does not match).
     """
 
+    # read_chunk may run in several threads at once (pread, one decompressor per thread)
+    concurrent_read_chunk = True
+
     def __init__(self, path: str, **_options: Any) -> None:
         self.path = path
         try:

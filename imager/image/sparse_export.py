@@ -8,6 +8,9 @@ from typing import Any
 from formats.extent import Extent, Kind
 from imager.errors import UsageError
 from imager.image.sparse_writer import SimgEncoder
+from imager.prefetch import ahead
+
+PREFETCH = 8   # pieces in flight between the reader thread and the encoder (~8 chunks at most)
 
 
 def export_range(reader: Any, partition: str | None) -> tuple[int, int]:
@@ -35,8 +38,15 @@ def image_extents(reader: Any, lo: int, hi: int
     """(extent, data) in LBA order over ``[lo, hi)``: data (chunk-verified) for DATA only.
 
     Uses the reader's sector-precise ``extents()`` map when it has one (UNREAD sectors inside a
-    DATA chunk stay UNREAD), else the chunk kinds.
+    DATA chunk stay UNREAD), else the chunk kinds. One thread reads (and verifies) up to
+    ``PREFETCH`` pieces ahead of the caller, so reading/decompressing overlaps the caller's
+    encoding and writing (both release the GIL); only that thread touches the reader meanwhile.
     """
+    return ahead(_image_extents(reader, lo, hi), PREFETCH, "export-read")
+
+
+def _image_extents(reader: Any, lo: int, hi: int
+                   ) -> Iterator[tuple[Extent, bytes | memoryview | None]]:
     fine = getattr(reader, "extents", None)
     overlay = [e for e in fine() if e.end_lba > lo and e.start_lba < hi] if fine else None
     j = 0
