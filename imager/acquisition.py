@@ -187,10 +187,16 @@ def _prepare(req: AcquireRequest, source: Any, plan: Plan, opts: dict[str, Any]
         raise UsageError(f"{req.image} already exists; choose another name or delete it")
     started = _now()
     journal = None
-    if resumable:
+    if resumable:  # journal first: a crash right after it still resumes (from chunk 0)
         journal = Journal.create(jpath, {"identity": source.identity.to_dict(), "options": opts,
                                          "started": started, "image": req.image})
-    sink = _make_sink(req, source, plan, None)
+    try:
+        sink = _make_sink(req, source, plan, None)
+    except BaseException:
+        if journal is not None:  # a refused sink (bad option) leaves nothing behind
+            journal.close()
+            os.unlink(jpath)
+        raise
     return journal, Writer(sink, MultiHash(req.hashes), Progressed(), journal), started
 
 
@@ -238,7 +244,11 @@ def _resume(req: AcquireRequest, source: Any, plan: Plan, opts: dict[str, Any], 
     try:
         _check_same(state.header, source, opts, jpath)
         done, records = _restore_progress(state, plan)
-        offset = state.committed["sink"]["offset"] if state.committed else 0
+        sink_state = state.committed["sink"] if state.committed else {"offset": 0}
+        if "offset" not in sink_state:  # e.g. Android sparse: headers are only written at the end
+            raise UsageError(f"a {req.image_format} acquisition cannot resume: delete "
+                             f"{req.image} and {jpath} and start again")
+        offset = sink_state["offset"]
         if not os.path.exists(req.image):
             if offset:
                 raise BadInput(f"{req.image} is missing but {jpath} says {offset} bytes are "

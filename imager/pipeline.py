@@ -79,7 +79,7 @@ def _read_range(source: Any, r: Extent, retries: int, policy: Any) -> tuple[byte
         return source.read(r.start_lba, r.count), []
     except ReadError as err:
         if getattr(source, "resumable", True) is False:
-            raise  # a stream cannot go back to re-read sector by sector
+            return _stream_short(source, r, err)
         log.warning("%s; salvaging sector by sector", err)
     try:
         from imager.salvage import salvage_read
@@ -88,6 +88,15 @@ def _read_range(source: Any, r: Extent, retries: int, policy: Any) -> tuple[byte
     opts = {"skip_policy": policy} if policy is not None else {}
     data, unread = salvage_read(source, r.start_lba, r.count, retries=retries, **opts)
     return data, list(unread)
+
+
+def _stream_short(source: Any, r: Extent, err: ReadError) -> tuple[bytes, list[Extent]]:
+    """A stream that ended early cannot be re-read: keep the whole sectors it delivered and
+    record the rest of the range as UNREAD (never as data)."""
+    partial = getattr(err, "partial", b"")
+    got = len(partial) // source.sector_size
+    data = partial + zeros((r.count - got) * source.sector_size)
+    return data, [Extent(r.start_lba + got, r.count - got, Kind.UNREAD)]
 
 
 def process(task: ChunkTask, data: bytes, unread: list[Extent], check_algo: str,

@@ -231,6 +231,12 @@ def _run(args: argparse.Namespace) -> int:
         if manifest.unread:
             print(f"unread sectors: {summary['unread_sectors']} (see `imager show`)")
         print(f"report: {summary['report'][0]}")
+    if args.source == "-" and manifest.unread:
+        first = manifest.unread[0][0] * manifest.sector_size
+        print(f"imager: error: the stream ended after {first} of "
+              f"{manifest.sector_count * manifest.sector_size} bytes; {args.image} holds what "
+              "arrived and records the rest as unread", file=sys.stderr)
+        return 1
     return 0
 
 
