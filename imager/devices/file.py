@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from imager.devices.base import BaseSource, BaseTarget, Identity
-from imager.errors import BadInput, DeviceError, TargetRefused
+from imager.errors import BadInput, DeviceError, ImagerError, TargetRefused
 
 log = logging.getLogger(__name__)
 
@@ -90,9 +90,11 @@ class _FdDevice:
             raise
 
     @staticmethod
-    def _open_error(path: str, err: OSError) -> DeviceError:
-        if err.errno == 16:  # EBUSY: O_EXCL on a mounted or in-use block device
+    def _open_error(path: str, err: OSError) -> ImagerError:
+        if err.errno == errno.EBUSY:  # O_EXCL on a mounted or in-use block device
             return TargetRefused(f"{path}: device is busy (mounted or opened by another program)")
+        if err.errno in (errno.ENOENT, errno.ENOTDIR, errno.EISDIR):  # the user named it wrong
+            return BadInput(f"{path}: cannot open: {err.strerror}")
         return DeviceError(f"{path}: cannot open: {err.strerror}")
 
 
