@@ -68,12 +68,12 @@ def test_file_target_creates_missing_file(tmp_path: Path) -> None:
 @pytest.mark.parametrize("sector_size", [512, 4096])
 def test_block_source_contract(tmp_path: Path, sector_size: int) -> None:
     data = make_image(tmp_path / "d.img", 2 << 20)
-    with loop_device(tmp_path / "d.img", sector_size=sector_size, readonly=True) as dev:
-        with open_source(dev) as src:
-            assert src.identity.kind == "block"
-            assert src.sector_size == sector_size  # BLKSSZGET, not an assumption
-            assert src.identity.extra["loop_backing_file"].endswith("d.img")
-            check_source(src, data)
+    with loop_device(tmp_path / "d.img", sector_size=sector_size, readonly=True) as dev, \
+            open_source(dev) as src:
+        assert src.identity.kind == "block"
+        assert src.sector_size == sector_size  # BLKSSZGET, not an assumption
+        assert src.identity.extra["loop_backing_file"].endswith("d.img")
+        check_source(src, data)
 
 
 def test_block_target_contract_and_exclusive_open(tmp_path: Path) -> None:

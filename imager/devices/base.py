@@ -125,7 +125,7 @@ class BaseSource:
     def close(self) -> None:
         """Release the device. Safe to call twice."""
 
-    def __enter__(self) -> BaseSource:
+    def __enter__(self) -> BaseSource:  # noqa: PYI034 -- Self needs Python 3.11
         return self
 
     def __exit__(self, *exc: object) -> None:
