@@ -300,8 +300,10 @@ def _revalidate(source: Any, plan: Plan, records: list[list[Any]], retries: int,
                          "another device or changed content; start a new image")
 
 
-def _manifest(req: AcquireRequest, source: Any, table: Any, plan: Plan, writer: Writer,
-              started: str) -> Manifest:
+def build_manifest(source: Any, table: Any, plan: Plan, writer: Writer, started: str, *,
+                   case: dict[str, str], options: dict[str, Any], command_line: tuple[str, ...],
+                   image_format: str) -> Manifest:
+    """The manifest of a finished pipeline run (shared by acquire and the snapshot backup)."""
     done = writer.done
     table_dict, table_raw = _table_record(source, table)
     return Manifest(
@@ -311,13 +313,20 @@ def _manifest(req: AcquireRequest, source: Any, table: Any, plan: Plan, writer: 
         hashes=writer.hasher.hexdigests(), source=source.identity.to_dict(),
         table=table_dict, table_sectors=table_raw,
         unread=tuple((u.start_lba, u.count) for u in done.unread),
-        not_acquired=tuple(plan.not_acquired()), case=dict(req.case),
-        options={k: v for k, v in _options(req, plan).items() if k != "plan"}
-        | {"partitions": list(req.include), "exclude": list(req.exclude)}
-        | {"write_protection": dict(req.write_protection), "host": _host()},
+        not_acquired=tuple(plan.not_acquired()), case=case, options=options,
         timings={"acquire_seconds": round(done.seconds, 3)}, started=started,
-        finished=_now(), command_line=req.command_line, tool_version=__version__,
-        image_format=req.image_format)
+        finished=_now(), command_line=command_line, tool_version=__version__,
+        image_format=image_format)
+
+
+def _manifest(req: AcquireRequest, source: Any, table: Any, plan: Plan, writer: Writer,
+              started: str) -> Manifest:
+    options = ({k: v for k, v in _options(req, plan).items() if k != "plan"}
+               | {"partitions": list(req.include), "exclude": list(req.exclude)}
+               | {"write_protection": dict(req.write_protection), "host": _host()})
+    return build_manifest(source, table, plan, writer, started, case=dict(req.case),
+                          options=options, command_line=req.command_line,
+                          image_format=req.image_format)
 
 
 def _host() -> dict[str, str]:

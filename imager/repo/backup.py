@@ -14,7 +14,7 @@ from typing import Any
 
 from formats.errors import FormatError
 from formats.manifest import Manifest
-from imager import __version__
+from imager.acquisition import build_manifest
 from imager.devices import open_source
 from imager.errors import Interrupted, UsageError
 from imager.hashing import MultiHash
@@ -122,29 +122,10 @@ def _backup_locked(req: BackupRequest, repo: Repository, source: Any,
     return sink.snapshot
 
 
-def _table_record(source: Any, table: Any) -> tuple[dict[str, Any], tuple[tuple[int, bytes], ...]]:
-    if table is None:
-        return {}, ()
-    raw = tuple((e.start_lba, source.read(e.start_lba, e.count))
-                for e in getattr(table, "metadata_extents", ()))
-    return table.to_dict(), raw
-
-
 def _manifest(req: BackupRequest, source: Any, table: Any, plan: Plan, writer: Writer,
               started: str) -> Manifest:
-    done = writer.done
-    table_dict, table_raw = _table_record(source, table)
-    return Manifest(
-        sector_size=source.sector_size, sector_count=source.sector_count,
-        chunk_sectors=plan.chunk_sectors, chunk_runs=tuple(done.runs),
-        chunk_checks=tuple(done.checks), chunk_check=CHUNK_CHECK,
-        hashes=writer.hasher.hexdigests(), source=source.identity.to_dict(),
-        table=table_dict, table_sectors=table_raw,
-        unread=tuple((u.start_lba, u.count) for u in done.unread),
-        not_acquired=tuple(plan.not_acquired()),
-        options={"format": "snapshot", "hashes": list(req.hashes), "chunk_check": CHUNK_CHECK,
-                 "partitions": list(req.include), "exclude": list(req.exclude),
-                 "tags": list(req.tags)},
-        timings={"acquire_seconds": round(done.seconds, 3)}, started=started,
-        finished=_now(), command_line=req.command_line, tool_version=__version__,
-        image_format="snapshot")
+    options = {"format": "snapshot", "hashes": list(req.hashes), "chunk_check": CHUNK_CHECK,
+               "partitions": list(req.include), "exclude": list(req.exclude),
+               "tags": list(req.tags)}
+    return build_manifest(source, table, plan, writer, started, case={}, options=options,
+                          command_line=req.command_line, image_format="snapshot")
