@@ -46,3 +46,17 @@ def loop_device(image: Path, sector_size: int = 512, readonly: bool = False) -> 
 def loop() -> object:
     """The ``loop_device`` context manager, as a fixture."""
     return loop_device
+
+
+@pytest.fixture
+def bus() -> Iterator[object]:
+    """An emulated USB bus (fixtures/usbemu) that imager's USB transport uses for the test."""
+    from fixtures.usbemu import EmuBackend
+    from imager.devices.usb import transport
+
+    backend = EmuBackend()
+    transport.set_backend(backend)
+    try:
+        yield backend
+    finally:
+        transport.set_backend(None)

@@ -10,13 +10,10 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from fixtures.usbemu import EmuBackend
-from imager.devices.usb import transport
 from tests.conftest import loop_device, need_tool
 
 MiB = 1 << 20
@@ -93,11 +90,3 @@ def unpacked(image: Path) -> bytes:
                           capture_output=True).stdout
 
 
-@pytest.fixture
-def bus() -> Iterator[EmuBackend]:
-    backend = EmuBackend()
-    transport.set_backend(backend)
-    try:
-        yield backend
-    finally:
-        transport.set_backend(None)

@@ -18,9 +18,7 @@ from fixtures.usbemu.firehose import FirehoseFault
 from formats.errors import ChecksumMismatch
 from imager.cli import main
 from imager.phoneset import load_set
-from tests.edl_support import bus, make_emmc, make_loader, sha, ufs_master, unpacked
-
-__all__ = ["bus"]
+from tests.edl_support import make_emmc, make_loader, sha, ufs_master, unpacked
 
 
 @pytest.fixture

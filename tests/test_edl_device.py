@@ -22,9 +22,7 @@ from imager.devices.usb import sahara
 from imager.errors import ProtocolError, UsageError
 from imager.phoneset import load_set
 from tests.contract import check_source, check_target
-from tests.edl_support import bus, make_loader, sha, ufs_master
-
-__all__ = ["bus"]
+from tests.edl_support import make_loader, sha, ufs_master
 
 
 @pytest.fixture

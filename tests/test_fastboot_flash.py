@@ -16,9 +16,8 @@ from fixtures.usbemu import EmuBackend
 from fixtures.usbemu.fastboot import FastbootPhone
 from imager.cli import main
 from tests.conftest import need_tool
-from tests.edl_support import bus, random_file, sgdisk
+from tests.edl_support import random_file, sgdisk
 
-__all__ = ["bus"]
 KiB, MiB = 1 << 10, 1 << 20
 MAX_DOWNLOAD = 256 * KiB
 

@@ -11,7 +11,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,20 +25,9 @@ from fixtures.usbemu import (
 )
 from fixtures.usbemu.scenarios import msc_env
 from imager.cli import main
-from imager.devices.usb import transport
 from tests.conftest import REPO, need_tool
 
 READ_ONLY_OPCODES = {0x00, 0x03, 0x12, 0x1A, 0x25, 0x28, 0x88, 0x9E}
-
-
-@pytest.fixture
-def bus() -> Iterator[EmuBackend]:
-    backend = EmuBackend()
-    transport.set_backend(backend)
-    try:
-        yield backend
-    finally:
-        transport.set_backend(None)
 
 
 def disk_image(path: Path, size: int = 6 << 20) -> Path:

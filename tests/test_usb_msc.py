@@ -7,7 +7,6 @@ the command record of the emulated device shows what actually crossed the wire.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,6 @@ import pytest
 from fixtures.usbemu import WRITE_CLASS, EmuBackend, Fault, MscDisk
 from formats.extent import Extent, Kind
 from imager.devices import open_source, open_target
-from imager.devices.usb import transport
 from imager.devices.usb.bot import BotLink
 from imager.errors import (
     BadInput,
@@ -31,16 +29,6 @@ from imager.errors import (
 from tests.contract import check_source, check_target
 
 READ_ONLY_OPCODES = {0x00, 0x03, 0x12, 0x1A, 0x25, 0x28, 0x88, 0x9E}
-
-
-@pytest.fixture
-def bus() -> Iterator[EmuBackend]:
-    backend = EmuBackend()
-    transport.set_backend(backend)
-    try:
-        yield backend
-    finally:
-        transport.set_backend(None)
 
 
 def make_image(path: Path, size: int) -> Path:

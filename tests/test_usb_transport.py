@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -34,16 +33,6 @@ class Echo(EmulatedDevice):
         if data == b"busy":
             raise NoResponse("NAK")
         self.queue_in(0x81, STALL if data == b"stall" else data)
-
-
-@pytest.fixture
-def bus() -> Iterator[EmuBackend]:
-    backend = EmuBackend()
-    transport.set_backend(backend)
-    try:
-        yield backend
-    finally:
-        transport.set_backend(None)
 
 
 @pytest.mark.parametrize("text,expected", [
