@@ -94,7 +94,9 @@ def test_selection_records_not_acquired(phone: Path, tmp_path: Path) -> None:
     assert cli("verify", "--quiet", str(image))[0] == 0
     code, _, err = cli("extract", str(image), "--partition", "userdata", "-o",
                        str(tmp_path / "u.bin"))
-    assert code == 0 and "not_acquired" in err
+    # a partition that was never read is refused, never handed out as zeros
+    assert code == 2 and "'userdata' was not acquired" in err
+    assert not (tmp_path / "u.bin").exists()
 
 
 def test_exclude(phone: Path, tmp_path: Path) -> None:

@@ -59,9 +59,18 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _warn_unread(reader: Any, part: Any) -> None:
+    """Refuse a partition that was never acquired; warn about holes in one that was."""
     extents = reader.extents() if hasattr(reader, "extents") else []
-    for e in extents:
-        if not e.kind.was_read and e.start_lba <= part.last_lba and e.end_lba > part.first_lba:
-            print(f"imager: warning: LBA {e.start_lba}+{e.count} of {part.name!r} is "
-                  f"{e.kind.value} (written as zeros)", file=sys.stderr)
-
+    holes = [e for e in extents if not e.kind.was_read
+             and e.start_lba <= part.last_lba and e.end_lba > part.first_lba]
+    missing = sum(min(e.end_lba, part.last_lba + 1) - max(e.start_lba, part.first_lba)
+                  for e in holes)
+    if missing == part.count_sectors and all(e.kind.value == "not_acquired" for e in holes):
+        raise UsageError(f"partition {part.name!r} was not acquired in this image "
+                         "(excluded at acquisition): there is nothing to extract")
+    for e in holes[:10]:
+        print(f"imager: warning: LBA {e.start_lba}+{e.count} of {part.name!r} is "
+              f"{e.kind.value} (written as zeros)", file=sys.stderr)
+    if len(holes) > 10:
+        print(f"imager: warning: ... {len(holes) - 10} more such ranges; {missing} of "
+              f"{part.count_sectors} sectors written as zeros", file=sys.stderr)
