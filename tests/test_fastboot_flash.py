@@ -139,3 +139,19 @@ def test_flashing_asks_first(disk: Path, phone: FastbootPhone,
     assert main(["restore", str(disk), "fastboot:@FB42", "--partition", "boot_a",
                  "--quiet"]) == 2
     assert phone.downloads == [] and phone.partitions["boot_a"].read_bytes() == before
+
+
+def test_erase_first_leaves_the_uncovered_part_erased(phone: FastbootPhone,
+                                                       tmp_path: Path) -> None:
+    content = random_file(tmp_path / "boot.img", 128 * KiB, 9)   # no table: the content itself
+    before = phone.partitions["boot_a"].read_bytes()
+    assert flash(content, "--partition", "boot_a") == 0
+    after = phone.partitions["boot_a"].read_bytes()
+    assert after[:128 * KiB] == content.read_bytes() and after[128 * KiB:] == before[128 * KiB:]
+    assert flash(content, "--partition", "boot_a", "--erase-first") == 0
+    after = phone.partitions["boot_a"].read_bytes()
+    assert after[:128 * KiB] == content.read_bytes()
+    assert after[128 * KiB:] == b"\xff" * (len(after) - 128 * KiB)   # the emulator's erased value
+    erased_at = phone.commands.index("erase:boot_a")
+    assert "flash:boot_a" in phone.commands[erased_at + 1:]          # erase, then flash
+    assert main(["restore", str(content), str(tmp_path / "t.img"), "--yes", "--erase-first"]) == 2

@@ -136,7 +136,9 @@ def flash_fastboot(args: argparse.Namespace) -> int:
         try:
             if not args.yes:
                 _confirm_flash(args)
-            results = [flash_partition(device, reader, name).to_dict() for name in args.partition]
+            results = [flash_partition(device, reader, name,
+                                       erase_first=args.erase_first).to_dict()
+                       for name in args.partition]
         finally:
             device.close()
     finally:
@@ -179,4 +181,6 @@ def lun_from_image(reader: Any) -> int | None:
 def check_usb_options(args: argparse.Namespace) -> None:
     if (args.loader or args.lun) and not args.target.startswith("edl:"):
         raise UsageError("--loader and --lun are for edl: targets")
+    if getattr(args, "erase_first", False) and not args.target.startswith("fastboot:"):
+        raise UsageError("--erase-first is for fastboot: targets")
 

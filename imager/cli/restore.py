@@ -52,6 +52,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--lun", type=int, action="append", default=[], metavar="N",
                    help="edl: restore onto this LUN (default: the LUN the image came from; "
                    "for a phone set: only these LUNs)")
+    p.add_argument("--erase-first", action="store_true",
+                   help="fastboot: erase each partition (fastboot erase) before flashing it, "
+                   "so what the image does not cover reads as erased instead of old data")
     p.set_defaults(func=run)
 
 

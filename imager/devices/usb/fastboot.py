@@ -142,6 +142,10 @@ class FastbootDevice:
             raise DeviceError(f"{self.spec}: {name} is slotted but current-slot is unknown")
         return f"{name}_{slot}"
 
+    def erase(self, name: str) -> None:
+        """``erase:NAME`` (the bootloader fills it with its erased value; FAIL -> FastbootFail)."""
+        self.command(f"erase:{name}")
+
     def partition_size(self, name: str) -> int | None:
         value = self.getvar(f"partition-size:{name}")
         return parse_number(value) if value else None
@@ -154,9 +158,11 @@ class FlashResult:
     partition: str
     bytes: int
     pieces: list[int] = field(default_factory=list)     # sizes downloaded
+    erased: bool = False                                # erased before flashing
 
     def to_dict(self) -> dict[str, Any]:
-        return {"partition": self.partition, "bytes": self.bytes, "pieces": self.pieces}
+        return {"partition": self.partition, "bytes": self.bytes, "pieces": self.pieces,
+                "erased": self.erased}
 
 
 def _image_range(reader: Any, names: tuple[str, ...]) -> tuple[str | None, int, int]:
@@ -181,8 +187,12 @@ def _image_range(reader: Any, names: tuple[str, ...]) -> tuple[str | None, int, 
 
 
 def flash_partition(device: FastbootDevice, reader: Any, name: str,
-                    progress: Callable[[int], None] | None = None) -> FlashResult:
+                    progress: Callable[[int], None] | None = None, *,
+                    erase_first: bool = False) -> FlashResult:
     """Flash partition ``name`` of ``reader`` (or the whole table-less image) onto ``device``.
+
+    ``erase_first`` erases the device's partition before the first download, so the part the
+    image does not cover reads as erased rather than as the old content.
 
     Raises:
         TargetRefused: the content is larger than the device's partition.
@@ -202,6 +212,9 @@ def flash_partition(device: FastbootDevice, reader: Any, name: str,
                             f"{image_name or 'content'} is {size}")
     block = 4096 if size % 4096 == 0 else reader.sector_size
     result = FlashResult(target, size)
+    if erase_first:
+        device.erase(target)
+        result.erased = True
     with tempfile.TemporaryDirectory(prefix="imager-fastboot-") as tmp:
         paths = write_simg(reader, os.path.join(tmp, "part.simg"), partition=image_name,
                            max_size=device.max_download_size, block_size=block)
