@@ -7,6 +7,7 @@ receives with its own sparse parser (fixtures/usbemu/fastboot.py) onto its backi
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -155,3 +156,14 @@ def test_erase_first_leaves_the_uncovered_part_erased(phone: FastbootPhone,
     erased_at = phone.commands.index("erase:boot_a")
     assert "flash:boot_a" in phone.commands[erased_at + 1:]          # erase, then flash
     assert main(["restore", str(content), str(tmp_path / "t.img"), "--yes", "--erase-first"]) == 2
+
+
+def test_json_summary_names_slot_type_and_pieces(disk: Path, phone: FastbootPhone,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["restore", str(disk), "fastboot:@FB42", "--yes", "--json",
+                 "--partition", "system"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    (flashed,) = summary["flashed"]
+    assert flashed["partition"] == "system_a" and flashed["partition_type"] == "raw"
+    assert flashed["bytes"] == part_range(disk, 3)[1] and flashed["erased"] is False
+    assert sum(flashed["pieces"]) == sum(phone.downloads) and summary["verified"] is False

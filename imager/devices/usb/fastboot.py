@@ -159,10 +159,11 @@ class FlashResult:
     bytes: int
     pieces: list[int] = field(default_factory=list)     # sizes downloaded
     erased: bool = False                                # erased before flashing
+    partition_type: str = ""                            # getvar partition-type (raw, ext4, ...)
 
     def to_dict(self) -> dict[str, Any]:
         return {"partition": self.partition, "bytes": self.bytes, "pieces": self.pieces,
-                "erased": self.erased}
+                "erased": self.erased, "partition_type": self.partition_type}
 
 
 def _image_range(reader: Any, names: tuple[str, ...]) -> tuple[str | None, int, int]:
@@ -211,7 +212,8 @@ def flash_partition(device: FastbootDevice, reader: Any, name: str,
         raise TargetRefused(f"{device.spec}: partition {target} is {limit} bytes, the image's "
                             f"{image_name or 'content'} is {size}")
     block = 4096 if size % 4096 == 0 else reader.sector_size
-    result = FlashResult(target, size)
+    result = FlashResult(target, size,
+                         partition_type=device.getvar(f"partition-type:{target}") or "")
     if erase_first:
         device.erase(target)
         result.erased = True
