@@ -77,7 +77,12 @@ def read_copy(view: SectorView, lba: int, label: str) -> GptCopy:
     """Read and check the header at ``lba`` and the array it points to."""
     copy = GptCopy(label, lba)
     try:
-        header = parse_gpt_header(view.read(lba), lba)
+        sector = view.read(lba)
+    except (ReadError, OutOfBounds, FormatError) as err:  # FormatError: a damaged image chunk
+        copy.problem = f"unreadable: {err}"
+        return copy
+    try:
+        header = parse_gpt_header(sector, lba)
         check_gpt_header(header, lba=lba, sector_count=view.sector_count,
                          sector_size=view.sector_size)
     except BadMagic:
@@ -92,10 +97,12 @@ def read_copy(view: SectorView, lba: int, label: str) -> GptCopy:
     copy.header = header
     try:
         copy.array = view.read(header.entry_lba, header.array_sectors(view.sector_size))
+    except (ReadError, OutOfBounds, FormatError) as err:
+        copy.problem = f"entry array unreadable: {err}"
+        return copy
+    try:
         check_array_crc(header, copy.array, header.entry_lba)
         copy.array_ok = True
-    except (ReadError, OutOfBounds) as err:
-        copy.problem = f"entry array unreadable: {err}"
     except ChecksumMismatch as err:
         copy.problem = describe(err)
     return copy
@@ -103,7 +110,8 @@ def read_copy(view: SectorView, lba: int, label: str) -> GptCopy:
 
 def describe(err: FormatError) -> str:
     """A short reason for a failed check (the place is said by the caller)."""
-    if isinstance(err, ChecksumMismatch):
+    if isinstance(err, ChecksumMismatch) and isinstance(err.expected, int) \
+            and isinstance(err.actual, int):
         what = "header" if err.what == "gpt header" else "entry array"
         return (f"{what} CRC mismatch: stored {err.expected:#010x}, "
                 f"computed {err.actual:#010x}")
