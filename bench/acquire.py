@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from fixtures.phone import build_phone, parse_size
+from imager.hashing import file_sha256
 
 IMAGER = [sys.executable, "-m", "imager"]
 
@@ -33,10 +34,7 @@ def sha256_of(cmd: list[str] | None, path: Path) -> str:
     """sha256 of a file, or of a command's stdout."""
     h = hashlib.sha256()
     if cmd is None:
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 22), b""):
-                h.update(block)
-        return h.hexdigest()
+        return file_sha256(path)
     proc = subprocess.Popen(cmd + [str(path)], stdout=subprocess.PIPE)
     assert proc.stdout is not None
     for block in iter(lambda: proc.stdout.read(1 << 22), b""):

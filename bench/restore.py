@@ -13,7 +13,6 @@ run once (``--runs`` is ignored there), as the brief asks.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import shutil
 import statistics
@@ -24,16 +23,9 @@ import time
 from pathlib import Path
 
 from fixtures.phone import build_phone, parse_size
+from imager.hashing import file_sha256 as sha256
 
 BIG = 1 << 30
-
-
-def sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def prepare(work: Path, size: int) -> dict[str, Path]:

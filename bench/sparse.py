@@ -17,7 +17,6 @@ Usage: ``python -m bench.sparse [--size 512M] [--runs 3]``.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import shutil
 import statistics
@@ -28,16 +27,9 @@ import time
 from pathlib import Path
 
 from fixtures.phone import build_phone, parse_size
+from imager.hashing import file_sha256 as sha256
 
 IMAGER = [sys.executable, "-m", "imager"]
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def clear(path: Path, size: int | None = None) -> None:

@@ -38,6 +38,7 @@ from pathlib import Path
 
 from bench import peers
 from fixtures.phone import build_phone, parse_size
+from imager.hashing import file_sha256
 
 MiB = 1 << 20
 IMAGER = [sys.executable, "-m", "imager"]
@@ -121,13 +122,7 @@ def time_case(case: Case) -> tuple[float, int, int]:
 
 
 def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    buf = bytearray(8 * MiB)
-    view = memoryview(buf)
-    with open(path, "rb", buffering=0) as f:
-        while n := f.readinto(buf):
-            h.update(view[:n])
-    return h.hexdigest()
+    return file_sha256(path)
 
 
 def sha256_cmd(cmd: list[str]) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import zlib
 
 from formats.extent import Kind
@@ -43,6 +44,17 @@ def chunk_digest(algo: str, data: bytes | memoryview) -> str:
     if algo == "crc32":
         return f"{zlib.crc32(data):08x}"
     return hashlib.new(algo, data).hexdigest()
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """The sha256 (hex) of a whole file, read in 8 MiB blocks into one reused buffer."""
+    h = hashlib.sha256()
+    buf = bytearray(8 << 20)
+    view = memoryview(buf)
+    with open(path, "rb", buffering=0) as f:
+        while n := f.readinto(buf):
+            h.update(view[:n])
+    return h.hexdigest()
 
 
 def parse_hash_list(text: str) -> tuple[str, ...]:

@@ -32,6 +32,7 @@ from formats.errors import ChecksumMismatch, FormatError
 from imager import __version__
 from imager.devices.base import Identity
 from imager.errors import BadInput, DeviceError, DeviceGone, UsageError
+from imager.hashing import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -170,14 +171,6 @@ def load_set(path: str) -> PhoneSet:
 
 def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-
-
-def file_sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _table_kind(source: Any) -> tuple[str, list[str]]:

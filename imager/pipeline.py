@@ -100,7 +100,7 @@ def _stream_short(source: Any, r: Extent, err: ReadError) -> tuple[bytes, list[E
 
 
 def process(task: ChunkTask, data: bytes, unread: list[Extent], check_algo: str,
-            encode: Callable[[Extent, bytes | None], bytes] | None) -> ChunkResult:
+            encode: Callable[[Extent, bytes | None, str | None], Any] | None) -> ChunkResult:
     """Classify, digest and (when the sink can) encode one chunk; runs in a worker thread."""
     read_ok = sum(r.count for r in task.reads) - sum(u.count for u in unread)
     if read_ok <= 0:
@@ -109,7 +109,8 @@ def process(task: ChunkTask, data: bytes, unread: list[Extent], check_algo: str,
         kind, fill = classify(data)
     check = chunk_digest(check_algo, data) if kind is Kind.DATA else None
     ext = Extent(task.extent.start_lba, task.extent.count, kind, fill)
-    encoded = encode(ext, data if kind is Kind.DATA else None) if encode else None
+    # the digest goes along so a sink that addresses chunks by it need not hash them again
+    encoded = encode(ext, data if kind is Kind.DATA else None, check) if encode else None
     return ChunkResult(task, kind, fill, check, data, unread, encoded)
 
 

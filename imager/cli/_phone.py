@@ -155,17 +155,10 @@ def flash_fastboot(args: argparse.Namespace) -> int:
 
 def _confirm_flash(args: argparse.Namespace) -> None:
     """Flashing overwrites partitions: ask; no answer (no stdin) is a refusal."""
-    from imager.errors import TargetRefused
+    from imager.cli._args import confirm
 
-    sys.stderr.write(f"Flash {', '.join(args.partition)} from {args.image} onto {args.target}? "
-                     "Type 'yes' to continue: ")
-    sys.stderr.flush()
-    try:
-        answer = sys.stdin.readline() if sys.stdin is not None else ""
-    except (OSError, ValueError):
-        answer = ""
-    if answer.strip().lower() not in ("y", "yes"):
-        raise TargetRefused(f"{args.target}: not confirmed (answer 'yes' or pass --yes)")
+    confirm(args.target, f"Flash {', '.join(args.partition)} from {args.image} onto "
+                         f"{args.target}?")
 
 
 def lun_from_image(reader: Any) -> int | None:

@@ -199,15 +199,10 @@ def _print_result(s: dict[str, Any]) -> None:
 
 def _confirm(args: argparse.Namespace, about: dict[str, Any] | None, plan: RestorePlan) -> None:
     """Show what will be overwritten and ask; no answer (no stdin) is a refusal."""
+    from imager.cli._args import confirm
+
     sys.stderr.write(_describe(about) + "\n" + _plan_text(_summary(plan, args.zeros)))
-    sys.stderr.write(f"Overwrite {args.target}? Type 'yes' to continue: ")
-    sys.stderr.flush()
-    try:
-        answer = sys.stdin.readline() if sys.stdin is not None else ""
-    except (OSError, ValueError):
-        answer = ""
-    if answer.strip().lower() not in ("y", "yes"):
-        raise TargetRefused(f"{args.target}: not confirmed (answer 'yes' or pass --yes)")
+    confirm(args.target, f"Overwrite {args.target}?")
 
 
 def _describe(about: dict[str, Any] | None) -> str:

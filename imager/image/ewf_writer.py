@@ -160,7 +160,8 @@ class EwfSink:
             self._emit(bytes(self._buf))
             self._buf.clear()
 
-    def encode(self, extent: Extent, data: bytes | memoryview | None) -> Any:
+    def encode(self, extent: Extent, data: bytes | memoryview | None,
+               check: str | None = None) -> Any:
         """Compress a DATA extent's EWF chunks ahead, in a pipeline worker (thread-safe).
 
         Only for extents that start on an EWF chunk and hold whole chunks (or end the media);

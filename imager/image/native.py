@@ -130,8 +130,9 @@ class NativeSink:
     def chunk_bytes(self) -> int:
         return self.chunk_sectors * self.sector_size
 
-    def encode(self, extent: Extent, data: bytes | memoryview | None) -> bytes:
-        """The frame for one chunk (thread-safe: one compressor per thread)."""
+    def encode(self, extent: Extent, data: bytes | memoryview | None,
+               check: str | None = None) -> bytes:
+        """The frame for one chunk (thread-safe: one compressor per thread); ``check`` unused."""
         nbytes = extent.count * self.sector_size
         if extent.kind is Kind.DATA:
             cctx = getattr(self._local, "cctx", None)

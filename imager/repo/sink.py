@@ -76,15 +76,18 @@ class RepoSink:
         """A run the pipeline did not read (same as ``write(extent, None)``)."""
         self.write(extent, None)
 
-    def encode(self, extent: Extent, data: bytes | memoryview | None) -> bytes:
+    def encode(self, extent: Extent, data: bytes | memoryview | None,
+               check: str | None = None) -> bytes:
         """Hash and (if new) compress a DATA chunk in a worker thread; ``write_encoded`` stores it.
 
         Returns ``digest + flags byte + stored bytes`` (empty for other kinds; flags 0xFF and no
         payload when the repository already holds the chunk, so a repeat backup never compresses).
+        ``check``: the pipeline's sha256 of ``data`` (backup runs it with that algorithm), reused
+        as the chunk's address instead of hashing the chunk a second time.
         """
         if extent.kind is not Kind.DATA or data is None:
             return b""
-        digest = hashlib.sha256(data).digest()
+        digest = bytes.fromhex(check) if check else hashlib.sha256(data).digest()
         if self.writer.holds(digest):
             return digest + b"\xff"
         flags, stored = self.writer.encode(data)
