@@ -15,6 +15,7 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from imager.durable import fsync_parent
 from imager.errors import BadInput
 
 log = logging.getLogger(__name__)
@@ -34,15 +35,6 @@ def maybe_kill(point: str, n: int = 0) -> None:
     elif spec == f"{point}:{n}:int":
         os.environ.pop(KILL_ENV)
         signal.raise_signal(signal.SIGINT)
-
-
-def fsync_dir(path: str) -> None:
-    """fsync the directory holding ``path`` so a newly created file survives a power cut."""
-    fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def journal_path(image: str) -> str:
@@ -94,7 +86,7 @@ class Journal:
                      0o644)
         journal = cls(path, fd)
         journal._append(dict(header, journal=JOURNAL_VERSION))
-        fsync_dir(path)
+        fsync_parent(path)
         return journal
 
     @classmethod

@@ -31,6 +31,7 @@ from typing import Any
 from formats.errors import ChecksumMismatch, FormatError
 from imager import __version__
 from imager.devices.base import Identity
+from imager.durable import write_atomic
 from imager.errors import BadInput, DeviceError, DeviceGone, UsageError
 from imager.hashing import file_sha256
 
@@ -229,7 +230,7 @@ def acquire_phone(spec_rest: str, out: str, template: Any, *, loader: str,
             raise UsageError(f"--partition {', '.join(template.include)}: no LUN has a "
                              "matching partition")
         phone.finished = _now()
-        _write_atomic(set_path, phone.to_json())
+        write_atomic(set_path, phone.to_json())
         return phone
     finally:
         session.close()
@@ -323,10 +324,3 @@ def _finished(image: str, identity: Identity) -> Any:
     return manifest
 
 
-def _write_atomic(path: str, data: bytes) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)

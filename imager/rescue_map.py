@@ -28,6 +28,7 @@ from formats.mapfile import (
     totals,
 )
 from imager import __version__
+from imager.durable import write_atomic
 from imager.errors import BadInput
 
 log = logging.getLogger(__name__)
@@ -88,25 +89,13 @@ class RescueMap:
 
     def save(self, path: Path, command: str = "") -> None:
         """Atomically replace ``path``; the previous version becomes ``path.bak``."""
-        tmp = path.with_name(path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-        try:
-            os.write(fd, self.to_text(command).encode("ascii"))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
         if path.exists():
             bak_tmp = path.with_name(path.name + ".bak.tmp")
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(bak_tmp)
             os.link(path, bak_tmp)
             os.replace(bak_tmp, path.with_name(path.name + ".bak"))
-        os.replace(tmp, path)
-        dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        write_atomic(path, self.to_text(command).encode("ascii"))
 
     def mark(self, pos: int, size: int, status: Status) -> None:
         """Set ``[pos, pos+size)``; failure marks are remembered until ``commit_failures``."""

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from imager.devices.base import Identity
+from imager.durable import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -72,13 +73,7 @@ class RestoreJournal:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         head = {"imager_restore_journal": JOURNAL_VERSION, "fingerprint": self.fingerprint,
                 **info}
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with open(tmp, "w") as f:
-            f.write(json.dumps(head) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
-        _fsync_dir(self.path.parent)
+        write_atomic(self.path, (json.dumps(head) + "\n").encode())
 
     def commit(self, steps_done: int) -> None:
         """Record that the first ``steps_done`` steps are durable (call after target.flush())."""
@@ -94,11 +89,3 @@ class RestoreJournal:
             self.path.unlink()
         except FileNotFoundError:
             pass
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -24,6 +24,7 @@ def test_save_keeps_the_previous_state_as_bak(tmp_path: Path) -> None:
     state.save(path)
     assert (tmp_path / "map.bak").read_text() == first
     assert not (tmp_path / "map.tmp").exists()
+    assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*.tmp"))  # no leftovers
     need_tool("ddrescuelog")
     listed = subprocess.run(["ddrescuelog", "-b512", "-l-", str(path)], check=True,
                             capture_output=True, text=True).stdout.split()

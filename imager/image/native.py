@@ -31,10 +31,11 @@ from formats.zstdframe import (
     parse_skippable,
     seek_table_size,
 )
+from imager.durable import fsync_parent
 from imager.errors import BadInput
 from imager.image.base import Chunk
 from imager.image.chunked import ChunkedRead, check_chunk
-from imager.journal import KILL_ENV, fsync_dir, maybe_kill
+from imager.journal import KILL_ENV, maybe_kill
 
 log = logging.getLogger(__name__)
 MANIFEST_NIBBLE = 0x1
@@ -80,7 +81,7 @@ class NativeSink:
         self._local = threading.local()
         if _fd is None:
             _fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-            fsync_dir(path)
+            fsync_parent(path)
         self.fd = _fd
         self.offset = os.lseek(self.fd, 0, os.SEEK_END)
         self.frames_end = self.offset  # end of the last complete frame: what a journal may cite

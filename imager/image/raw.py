@@ -14,10 +14,10 @@ from typing import Any
 from formats.errors import InvalidField
 from formats.extent import Extent, Kind
 from formats.manifest import Manifest, parse_manifest
+from imager.durable import fsync_parent, write_atomic
 from imager.errors import BadInput
 from imager.image.base import Chunk
 from imager.image.chunked import ChunkedRead, check_chunk
-from imager.journal import fsync_dir
 
 DEFAULT_CHUNK_BYTES = 4 << 20
 MAX_MANIFEST = 256 << 20
@@ -47,7 +47,7 @@ class RawSink:
         if _fd is None:
             _fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
             os.ftruncate(_fd, sector_count * sector_size)
-            fsync_dir(path)
+            fsync_parent(path)
         self.fd = _fd
         self.chunks = 0
 
@@ -93,16 +93,7 @@ class RawSink:
     def finalize(self, manifest: Manifest) -> None:
         """fsync the image, then write IMAGE.json atomically (temp file, fsync, rename)."""
         os.fsync(self.fd)
-        target = manifest_path(self.path)
-        tmp = target + ".tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-        try:
-            _write_all(fd, manifest.to_json(), 0)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, target)
-        fsync_dir(target)
+        write_atomic(manifest_path(self.path), manifest.to_json())
         self.close()
 
     def close(self) -> None:

@@ -14,11 +14,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from formats.errors import FormatError
+from imager.durable import fsync_dir
 from imager.errors import VerificationFailed
 from imager.repo import snapshot as snapshots
 from imager.repo.faults import crash_point
 from imager.repo.pack import PackWriter
-from imager.repo.store import Repository, fsync_dir
+from imager.repo.store import Repository
 
 log = logging.getLogger(__name__)
 

@@ -24,8 +24,9 @@ from formats.repo import (
     build_pack_header,
     build_record_header,
 )
+from imager.durable import fsync_dir, write_atomic
 from imager.repo.faults import crash_point
-from imager.repo.store import Repository, fsync_dir, write_durable
+from imager.repo.store import Repository
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +109,7 @@ class PackWriter:
         crash_point("pack-published")
         index = PackIndex(pack_id, self._offset, tuple(self._entries))
         data = build_index(index)
-        write_durable(self.repo.index_path(pack_id), data)
+        write_atomic(self.repo.index_path(pack_id), data)
         crash_point("index-published")
         self.repo.add_pack_index(index)
         self.bytes_written += self._offset + len(data)

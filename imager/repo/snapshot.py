@@ -19,8 +19,9 @@ from formats.errors import FormatError
 from formats.extent import Extent, Kind
 from formats.manifest import parse_manifest
 from formats.repo import build_snapshot, parse_snapshot
+from imager.durable import fsync_dir, write_atomic
 from imager.errors import BadInput, UsageError
-from imager.repo.store import Repository, fsync_dir, write_durable
+from imager.repo.store import Repository
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,7 @@ def new_snapshot_id(repo: Repository) -> str:
 def publish(repo: Repository, doc: dict[str, Any]) -> bytes:
     """Write the snapshot durably (the last step of a backup); returns its bytes."""
     data = build_snapshot(doc)
-    write_durable(snapshot_path(repo, doc["id"]), data)
+    write_atomic(snapshot_path(repo, doc["id"]), data)
     return data
 
 

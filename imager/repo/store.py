@@ -29,6 +29,7 @@ from formats.repo import (
     parse_index,
     parse_record_header,
 )
+from imager.durable import fsync_dir, write_atomic
 from imager.errors import BadInput, UsageError
 
 log = logging.getLogger(__name__)
@@ -38,28 +39,6 @@ DEFAULT_CHUNK_SIZE = 1 << 20
 DEFAULT_PACK_SIZE = 16 << 20
 
 
-def fsync_dir(path: Path) -> None:
-    """Make a rename or unlink in ``path`` durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_durable(path: Path, data: bytes) -> None:
-    """Publish ``data`` at ``path`` atomically: temp file, fsync, rename, fsync the directory."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.rename(tmp, path)
-    fsync_dir(path.parent)
 
 
 @dataclass(frozen=True)
@@ -107,7 +86,7 @@ class Repository:
                   "repo_id": uuid.uuid4().hex, "chunk_size": chunk_size, "pack_size": pack_size,
                   "digest": "sha256", "compression": "zstd"}
         fsync_dir(build)
-        write_durable(build / "config.json", json.dumps(config, indent=1).encode() + b"\n")
+        write_atomic(build / "config.json", json.dumps(config, indent=1).encode() + b"\n")
         if build != root:
             try:
                 os.rename(build, root)
