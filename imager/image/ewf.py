@@ -20,11 +20,12 @@ from formats import ewf, ewf_chunk
 from formats.errors import ChecksumMismatch, FormatError, InvalidField, Truncated
 from formats.ewf_header import HeaderValues, parse_header, parse_header2
 from formats.extent import Extent, Kind
-from formats.manifest import Manifest, parse_manifest
+from formats.manifest import Manifest
 from imager.errors import BadInput, OutOfBounds
 from imager.image.base import Chunk
-from imager.image.ewf_set import manifest_path, segment_base  # noqa: F401
+from imager.image.ewf_set import segment_base  # noqa: F401
 from imager.image.ewf_writer import EwfSink  # noqa: F401  (re-exported)
+from imager.image.sidecar import load_sidecar
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +102,7 @@ class EwfReader:
         self.manifest: Manifest | None = None
         try:
             self._load()
-            self.manifest = _load_manifest(manifest_path(self.segments[0]))
+            self.manifest = load_sidecar(self.segments[0])
         except BaseException:
             self.close()
             raise
@@ -272,20 +273,6 @@ def ewf_mismatch(chunk: Chunk, stored: int) -> FormatError:
                             lba=chunk.extent.start_lba, chunk=chunk.index)
 
 
-def _load_manifest(path: str) -> Manifest | None:
-    """imager's manifest saved beside the set (None for sets made by other tools).
-
-    Raises:
-        FormatError: the manifest file is damaged.
-    """
-    try:
-        with open(path, "rb") as f:
-            raw = f.read(256 << 20)
-    except FileNotFoundError:
-        return None
-    except OSError as err:
-        raise BadInput(f"{path}: cannot read: {err.strerror}") from err
-    return parse_manifest(raw)
 
 
 def _open_ro(path: str) -> int:

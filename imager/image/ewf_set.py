@@ -36,9 +36,6 @@ def header_values(case: Mapping[str, str], identity: Any = None,
                         acquired=stamp, system=stamp, **picked)
 
 
-def manifest_path(first_segment: str) -> str:
-    """The manifest saved beside an E01 set (OUT.E01.json, like a raw image's IMAGE.json)."""
-    return first_segment + ".json"
 
 
 def merge_overlapping(extents: list[Extent]) -> list[Extent]:

@@ -26,7 +26,8 @@ from formats import ewf, ewf_chunk
 from formats.ewf_header import build_header, build_header2
 from formats.extent import Extent, Kind
 from imager.errors import UsageError
-from imager.image.ewf_set import header_values, manifest_path, merge_overlapping, segment_base
+from imager.image.ewf_set import header_values, merge_overlapping, segment_base
+from imager.image.sidecar import save_sidecar, sidecar_path
 
 log = logging.getLogger(__name__)
 
@@ -225,15 +226,12 @@ class EwfSink:
         self._finished = True
         self._compare(manifest)
         if manifest is not None and hasattr(manifest, "to_json"):
-            with open(self.manifest_path, "wb") as f:
-                f.write(manifest.to_json())
-                f.flush()
-                os.fsync(f.fileno())
+            save_sidecar(self.path, manifest)
 
     @property
     def manifest_path(self) -> str:
         """Where finalize() saves the manifest (E01 has no place for it inside)."""
-        return manifest_path(self.path)
+        return sidecar_path(self.path)
 
     def _merge_ranges(self, ranges: Any, kind: Kind) -> None:
         target = self.unread if kind is Kind.UNREAD else self.not_acquired

@@ -35,12 +35,12 @@ from imager.durable import fsync_parent
 from imager.errors import BadInput
 from imager.image.base import Chunk
 from imager.image.chunked import ChunkedRead, check_chunk
+from imager.image.sidecar import MAX_MANIFEST
 from imager.journal import KILL_ENV, maybe_kill
 
 log = logging.getLogger(__name__)
 MANIFEST_NIBBLE = 0x1
 MANIFEST_TAG = b"IMGRMNFT"           # first 8 bytes of the manifest frame's user data
-MAX_MANIFEST = 256 << 20
 SEEK_TABLE_MAGIC = (0x184D2A5E).to_bytes(4, "little")
 
 

@@ -13,19 +13,16 @@ from typing import Any
 
 from formats.errors import InvalidField
 from formats.extent import Extent, Kind
-from formats.manifest import Manifest, parse_manifest
-from imager.durable import fsync_parent, write_atomic
+from formats.manifest import Manifest
+from imager.durable import fsync_parent
 from imager.errors import BadInput
 from imager.image.base import Chunk
 from imager.image.chunked import ChunkedRead, check_chunk
+from imager.image.sidecar import load_sidecar, save_sidecar
 
 DEFAULT_CHUNK_BYTES = 4 << 20
-MAX_MANIFEST = 256 << 20
 
 
-def manifest_path(image: str) -> str:
-    """Where the manifest of a raw image lives."""
-    return image + ".json"
 
 
 def _write_all(fd: int, data: bytes | memoryview, offset: int) -> None:
@@ -93,7 +90,7 @@ class RawSink:
     def finalize(self, manifest: Manifest) -> None:
         """fsync the image, then write IMAGE.json atomically (temp file, fsync, rename)."""
         os.fsync(self.fd)
-        write_atomic(manifest_path(self.path), manifest.to_json())
+        save_sidecar(self.path, manifest)
         self.close()
 
     def close(self) -> None:
@@ -120,7 +117,7 @@ class RawReader(ChunkedRead):
     def _setup(self, size: int, sector_size: int | None) -> None:
         if size == 0:  # would "verify" as 0 chunks, 0 bad: an empty file is no image
             raise BadInput(f"{self.path}: truncated to 0 bytes (empty): not an image")
-        self.manifest = _load_manifest(manifest_path(self.path))
+        self.manifest = load_sidecar(self.path)
         if self.manifest is not None:
             m = self.manifest
             if m.sector_count * m.sector_size != size:
@@ -169,14 +166,3 @@ class RawReader(ChunkedRead):
             self.fd = -1
 
 
-def _load_manifest(path: str) -> Manifest | None:
-    try:
-        with open(path, "rb") as f:
-            raw = f.read(MAX_MANIFEST + 1)
-    except FileNotFoundError:
-        return None
-    except OSError as err:
-        raise BadInput(f"{path}: cannot read: {err.strerror}") from err
-    if len(raw) > MAX_MANIFEST:
-        raise BadInput(f"{path}: larger than {MAX_MANIFEST} bytes; not a manifest")
-    return parse_manifest(raw)

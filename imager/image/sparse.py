@@ -28,7 +28,7 @@ from typing import Any
 
 from formats.errors import ChecksumMismatch
 from formats.extent import Extent, Kind
-from formats.manifest import Manifest, parse_manifest
+from formats.manifest import Manifest
 from formats.sparse import (
     CHUNK_CRC32,
     CHUNK_DONT_CARE,
@@ -43,6 +43,7 @@ from formats.sparse import (
 )
 from imager.errors import BadInput, OutOfBounds
 from imager.image.base import Chunk
+from imager.image.sidecar import load_sidecar
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,6 @@ WINDOW_CACHE = 4               # decoded windows kept
 READ_BUFFER = 1 << 16          # header-walk read size
 CHUNK_BYTES = 4 << 20          # Chunk pieces are at most this long, aligned to it
 CRC_PREFIX = "crc32:"
-MAX_MANIFEST = 256 << 20
 
 
 class _Pread:
@@ -101,7 +101,7 @@ class SparseReader:
     def _open(self, sector_size: int | None) -> None:
         self.file_size = os.fstat(self._fd).st_size
         self.header: SparseHeader = parse_sparse_header(os.pread(self._fd, 28, 0))
-        self.manifest = self._load_sidecar()
+        self.manifest = load_sidecar(self.path)
         if sector_size is None:   # a sparse file has no sector size; its manifest may say
             sector_size = self.manifest.sector_size if self.manifest else 512
         blk = self.header.blk_sz
@@ -127,17 +127,6 @@ class SparseReader:
                 self._cp_offset.append(ch.header_offset)
             self.type_counts[ch.chunk_type] = self.type_counts.get(ch.chunk_type, 0) + 1
         self.has_crc = CHUNK_CRC32 in self.type_counts or self.header.image_checksum != 0
-
-    def _load_sidecar(self) -> Manifest | None:
-        """IMAGE.json written by ``acquire --format simg``: hashes, identity, true size."""
-        try:
-            with open(self.path + ".json", "rb") as f:
-                raw = f.read(MAX_MANIFEST + 1)
-        except FileNotFoundError:
-            return None
-        if len(raw) > MAX_MANIFEST:
-            raise BadInput(f"{self.path}.json: larger than {MAX_MANIFEST} bytes; not a manifest")
-        return parse_manifest(raw)
 
     def _adopt(self, m: Manifest) -> None:
         """Check IMAGE.json describes this image; take its true sector count."""

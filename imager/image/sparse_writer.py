@@ -20,6 +20,7 @@ from typing import Any
 from formats.extent import Extent, Kind
 from formats.sparse import CHUNK_HDR_SZ, FILE_HDR_SZ, U32_MAX
 from imager.errors import UsageError
+from imager.image.sidecar import save_sidecar
 from imager.image.sparse_piece import MAX_RAW_BYTES, SparsePiece
 
 log = logging.getLogger(__name__)
@@ -27,9 +28,6 @@ log = logging.getLogger(__name__)
 CRC_CHUNK_SZ = CHUNK_HDR_SZ + 4
 
 
-def manifest_path(image: str) -> str:
-    """Where an acquired sparse image's manifest lives (as for raw images: IMAGE.json)."""
-    return image + ".json"
 
 
 def piece_path(out_path: str, index: int) -> str:
@@ -263,13 +261,8 @@ class SparseSink:
     def finalize(self, manifest: Any = None) -> None:
         """Close the sparse file(s); the manifest (if any) goes beside it as OUT.json."""
         self.paths = self.encoder.close()
-        to_json = getattr(manifest, "to_json", None)
-        if to_json is not None:
-            data = to_json()
-            with open(manifest_path(self.path), "wb") as f:
-                f.write(data if isinstance(data, bytes) else data.encode())
-                f.flush()
-                os.fsync(f.fileno())
+        if hasattr(manifest, "to_json"):
+            save_sidecar(self.path, manifest)
 
     @classmethod
     def reopen(cls, path: str, offset: int, **kw: Any) -> SparseSink:
