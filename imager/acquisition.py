@@ -8,7 +8,6 @@ the whole-image hashes (so they equal an uninterrupted run's), then the pipeline
 
 from __future__ import annotations
 
-import datetime
 import logging
 import os
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from imager.hashing import MultiHash, chunk_digest
 from imager.journal import Journal, JournalState, journal_path
 from imager.pipeline import ChunkResult, Progress, Progressed, Writer, acquire, process, read_task
 from imager.plan import Plan, build_plan
+from imager.report import now_utc
 
 log = logging.getLogger(__name__)
 MiB = 1 << 20
@@ -52,10 +52,6 @@ class AcquireRequest:
     command_line: tuple[str, ...] = ()
     segment_size: int | None = None                  # E01 only (e01 helper)
     write_protection: dict[str, Any] = field(default_factory=dict)   # imager.writeblock
-
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
 def _open(req: AcquireRequest) -> Any:
@@ -185,7 +181,7 @@ def _prepare(req: AcquireRequest, source: Any, plan: Plan, opts: dict[str, Any]
         raise UsageError(f"--resume: no interrupted acquisition of {req.image} ({jpath} missing)")
     if os.path.exists(req.image):
         raise UsageError(f"{req.image} already exists; choose another name or delete it")
-    started = _now()
+    started = now_utc()
     journal = None
     if resumable:  # journal first: a crash right after it still resumes (from chunk 0)
         journal = Journal.create(jpath, {"identity": source.identity.to_dict(), "options": opts,
@@ -264,7 +260,7 @@ def _resume(req: AcquireRequest, source: Any, plan: Plan, opts: dict[str, Any], 
         journal.close()
         raise
     log.info("resuming %s at chunk %d of %d", req.image, done.next_index, plan.chunk_count)
-    return journal, Writer(sink, hasher, done, journal), state.header.get("started", _now())
+    return journal, Writer(sink, hasher, done, journal), state.header.get("started", now_utc())
 
 
 def _replay(sink: Any, records: list[list[Any]], hasher: MultiHash, jpath: str) -> None:
@@ -315,7 +311,7 @@ def build_manifest(source: Any, table: Any, plan: Plan, writer: Writer, started:
         unread=tuple((u.start_lba, u.count) for u in done.unread),
         not_acquired=tuple(plan.not_acquired()), case=case, options=options,
         timings={"acquire_seconds": round(done.seconds, 3)}, started=started,
-        finished=_now(), command_line=command_line, tool_version=__version__,
+        finished=now_utc(), command_line=command_line, tool_version=__version__,
         image_format=image_format)
 
 

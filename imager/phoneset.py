@@ -18,7 +18,6 @@ phone's identity), an interrupted one resumes from its journal.
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import fnmatch
 import hashlib
 import json
@@ -34,6 +33,7 @@ from imager.devices.base import Identity
 from imager.durable import write_atomic
 from imager.errors import BadInput, DeviceError, DeviceGone, UsageError
 from imager.hashing import file_sha256
+from imager.report import now_utc
 
 log = logging.getLogger(__name__)
 
@@ -170,10 +170,6 @@ def load_set(path: str) -> PhoneSet:
                     obj.get("finished", ""), obj.get("command_line", []), path)
 
 
-def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-
-
 def _table_kind(source: Any) -> tuple[str, list[str]]:
     """(table kind, partition names) of a LUN; "none" when there is no usable table."""
     from imager.table import read_table
@@ -211,7 +207,7 @@ def acquire_phone(spec_rest: str, out: str, template: Any, *, loader: str,
             raise UsageError(f"--lun {sorted(missing)}: the phone has LUNs "
                              f"{sorted(session.luns)}")
         set_path, image_of = set_paths(out, template.image_format)
-        phone = PhoneSet(_device(session, spec_rest), [], _now(),
+        phone = PhoneSet(_device(session, spec_rest), [], now_utc(),
                          command_line=list(template.command_line), path=set_path)
         gone = ""
         overall = _Overall(progress, sum(session.luns[n].sector_count * session.luns[n].sector_size
@@ -229,7 +225,7 @@ def acquire_phone(spec_rest: str, out: str, template: Any, *, loader: str,
         if template.include and not any(e.image for e in phone.luns):
             raise UsageError(f"--partition {', '.join(template.include)}: no LUN has a "
                              "matching partition")
-        phone.finished = _now()
+        phone.finished = now_utc()
         write_atomic(set_path, phone.to_json())
         return phone
     finally:

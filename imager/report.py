@@ -31,6 +31,7 @@ REPORT_VERSION = "1.0"
 
 
 def now_utc() -> str:
+    """The current time, UTC, ISO 8601 to the second (every timestamp imager records)."""
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 

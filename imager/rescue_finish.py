@@ -8,7 +8,6 @@ stock ``zstd -d`` still gives the raw bytes, and listed in the manifest, never a
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import logging
 import os
 from collections.abc import Callable
@@ -23,6 +22,7 @@ from imager import __version__
 from imager.devices.base import BaseSource
 from imager.devices.file import FileSource
 from imager.errors import BadInput, DeviceError, ReadError, UsageError
+from imager.report import now_utc
 from imager.rescue_map import RescueMap
 
 log = logging.getLogger(__name__)
@@ -119,7 +119,7 @@ def finish(raw_path: str, map_path: Path, image_path: str, *, sector_size: int =
 
     if os.path.exists(image_path):
         raise UsageError(f"{image_path} already exists; choose another name or delete it")
-    started = _now()
+    started = now_utc()
     source = MappedRawSource(raw_path, map_path, sector_size)
     try:
         table = _table(source)
@@ -136,10 +136,6 @@ def finish(raw_path: str, map_path: Path, image_path: str, *, sector_size: int =
         return manifest
     finally:
         source.close()
-
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
 def _manifest(source: MappedRawSource, table: Any, plan: Any, writer: Any,
@@ -159,5 +155,5 @@ def _manifest(source: MappedRawSource, table: Any, plan: Any, writer: Any,
         table_sectors=raw, unread=tuple((u.start_lba, u.count) for u in done.unread),
         options={"format": "native", "from": "rescue", "level": writer.sink.level},
         timings={"acquire_seconds": round(done.seconds, 3)}, started=started,
-        finished=_now(), command_line=command_line, tool_version=__version__,
+        finished=now_utc(), command_line=command_line, tool_version=__version__,
         image_format="native")

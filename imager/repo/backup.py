@@ -7,7 +7,6 @@ chunk size (fixed when the repository is created), so chunks of every backup lin
 
 from __future__ import annotations
 
-import datetime
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +22,7 @@ from imager.plan import Plan, build_plan
 from imager.repo.lock import locked
 from imager.repo.sink import RepoSink
 from imager.repo.store import Repository
+from imager.report import now_utc
 
 log = logging.getLogger(__name__)
 CHUNK_CHECK = "sha256"   # equal to the repository digest, so the manifest's checks are the refs
@@ -45,10 +45,6 @@ class BackupRequest:
     retries: int = 1
     break_lock: bool = False
     command_line: tuple[str, ...] = ()
-
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
 def _read_table(source: Any) -> Any:
@@ -106,7 +102,7 @@ def _backup_locked(req: BackupRequest, repo: Repository, source: Any,
                     identity=source.identity, table=table, tags=req.tags,
                     command=" ".join(req.command_line), chunk_sectors=plan.chunk_sectors)
     writer = Writer(sink, MultiHash(req.hashes), Progressed(), None)
-    started = _now()
+    started = now_utc()
     try:
         acquire(source, sink, plan, progress=progress, writer=writer, workers=req.workers,
                 retries=req.retries, check_algo=CHUNK_CHECK)
