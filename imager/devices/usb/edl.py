@@ -231,6 +231,12 @@ class _EdlLun:
     owns_session: bool
     sector_size: int
 
+    def __init__(self, session: EdlSession, lun: int, sector_size: int | None = None,
+                 owns_session: bool = False) -> None:
+        ss, count, identity = self._setup(session, lun, sector_size, owns_session)
+        super().__init__(ss, count, identity)  # BaseSource or BaseTarget, by the class's MRO
+        self.max_transfer_sectors = self._transfer_sectors()
+
     def _setup(self, session: EdlSession, lun: int, sector_size: int | None,
                owns: bool) -> tuple[int, int, Identity]:
         self.session, self.lun, self.owns_session = session, lun, owns
@@ -273,21 +279,9 @@ class _EdlLun:
 class EdlSource(_EdlLun, BaseSource):
     """One LUN for reading only: no code path here sends program or erase."""
 
-    def __init__(self, session: EdlSession, lun: int, sector_size: int | None = None,
-                 owns_session: bool = False) -> None:
-        ss, count, identity = self._setup(session, lun, sector_size, owns_session)
-        BaseSource.__init__(self, ss, count, identity)
-        self.max_transfer_sectors = self._transfer_sectors()
-
 
 class EdlTarget(_EdlLun, BaseTarget):
     """One LUN for writing (restore) through Firehose ``program``."""
-
-    def __init__(self, session: EdlSession, lun: int, sector_size: int | None = None,
-                 owns_session: bool = False) -> None:
-        ss, count, identity = self._setup(session, lun, sector_size, owns_session)
-        BaseTarget.__init__(self, ss, count, identity)
-        self.max_transfer_sectors = self._transfer_sectors()
 
     def _write(self, lba: int, data: memoryview) -> None:
         ss, count = self.sector_size, len(data) // self.sector_size
