@@ -60,3 +60,19 @@ def bus() -> Iterator[object]:
         yield backend
     finally:
         transport.set_backend(None)
+
+
+@pytest.fixture
+def ufs(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> list[Path]:
+    """A fresh copy of the six LUN files of the emulated UFS phone, for each test."""
+    from tests.edl_support import ufs_master
+
+    return [Path(shutil.copy(p, tmp_path / p.name)) for p in ufs_master(tmp_path_factory)]
+
+
+@pytest.fixture
+def loader(tmp_path: Path) -> Path:
+    """A programmer file for the emulated EDL phone to accept."""
+    from tests.edl_support import make_loader
+
+    return make_loader(tmp_path)

@@ -7,7 +7,6 @@ Oracles: the emulated phone's backing files (sha256), stock ``zstd -d`` for each
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -18,18 +17,7 @@ from fixtures.usbemu.firehose import FirehoseFault
 from formats.errors import ChecksumMismatch
 from imager.cli import main
 from imager.phoneset import load_set
-from tests.edl_support import make_emmc, make_loader, sha, ufs_master, unpacked
-
-
-@pytest.fixture
-def ufs(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> list[Path]:
-    """A fresh copy of the six LUN files for each test."""
-    return [Path(shutil.copy(p, tmp_path / p.name)) for p in ufs_master(tmp_path_factory)]
-
-
-@pytest.fixture
-def loader(tmp_path: Path) -> Path:
-    return make_loader(tmp_path)
+from tests.edl_support import make_emmc, sha, unpacked
 
 
 def acquire(out: str, loader: Path, *extra: str) -> int:

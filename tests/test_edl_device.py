@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import struct
 from pathlib import Path
 
@@ -22,17 +21,7 @@ from imager.devices.usb import sahara
 from imager.errors import ProtocolError, UsageError
 from imager.phoneset import load_set
 from tests.contract import check_source, check_target
-from tests.edl_support import make_loader, sha, ufs_master
-
-
-@pytest.fixture
-def ufs(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> list[Path]:
-    return [Path(shutil.copy(p, tmp_path / p.name)) for p in ufs_master(tmp_path_factory)]
-
-
-@pytest.fixture
-def loader(tmp_path: Path) -> Path:
-    return make_loader(tmp_path)
+from tests.edl_support import sha
 
 
 @pytest.fixture(autouse=True)
