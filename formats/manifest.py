@@ -20,8 +20,8 @@ from formats.errors import ChecksumMismatch, FormatError, InvalidField
 from formats.extent import Extent, Kind, merge
 
 FORMAT_NAME = "imager-manifest"
-VERSION = (1, 0)
-CHECK_HEX_LEN = {"sha256": 64, "sha1": 40, "md5": 32, "crc32": 8, "blake2b": 128}
+VERSION = (1, 1)
+CHECK_HEX_LEN = {"blake3": 64, "sha256": 64, "sha1": 40, "md5": 32, "crc32": 8, "blake2b": 128}
 MAX_SECTORS = 1 << 48
 _HEX = re.compile(r"[0-9a-f]*\Z")
 

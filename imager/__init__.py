@@ -1,3 +1,3 @@
 """imager: sector-level disk imaging for phones."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -20,7 +20,7 @@ from imager import __version__
 from imager.devices import open_source
 from imager.devices.base import Identity
 from imager.errors import BadInput, ReadError, UsageError
-from imager.hashing import MultiHash, chunk_digest
+from imager.hashing import CHUNK_CHECK, MultiHash, chunk_digest
 from imager.journal import Journal, JournalState, journal_path
 from imager.pipeline import ChunkResult, Progress, Progressed, Writer, acquire, process, read_task
 from imager.plan import Plan, build_plan
@@ -28,7 +28,6 @@ from imager.report import now_utc
 
 log = logging.getLogger(__name__)
 MiB = 1 << 20
-CHUNK_CHECK = "sha256"  # per-chunk check: measured in docs/FORMAT.md (sha256 with SHA-NI)
 
 
 @dataclass(frozen=True)

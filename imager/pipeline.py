@@ -1,14 +1,16 @@
-"""The acquire pipeline: reader thread -> bounded queue -> worker pool -> ordered writer.
+"""The acquire pipeline: reader thread -> hasher thread + worker pool -> ordered writer.
 
-Workers classify (DATA/ZERO/FILL without per-byte Python loops), digest and compress each chunk
-(hashlib and zstandard release the GIL); the caller's thread writes chunks in LBA order, updates
-the whole-image hashes and commits a journal line per durable batch. Memory is bounded by
-``depth`` chunks in flight, never by the device size. Exceptions travel to the caller.
+The reader reads each chunk and classifies it (DATA/ZERO/FILL without per-byte Python loops);
+the hasher thread feeds the whole-image hashes in chunk order; the workers digest (blake3) and
+compress DATA chunks (hashlib, blake3 and zstandard release the GIL); the caller's thread
+writes chunks in LBA order and commits a journal line per durable batch. Memory is bounded by
+a budget of DATA buffers in flight, never by the device size. Exceptions travel to the caller.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
@@ -19,12 +21,15 @@ from typing import Any
 from formats.extent import Extent, Kind, merge
 from formats.manifest import KindRun, runs_append
 from imager.errors import ImagerError, Interrupted, ReadError
-from imager.hashing import MultiHash, ThreadedHash, chunk_digest, classify, zeros
+from imager.hashing import CHUNK_CHECK, MultiHash, chunk_digest, classify, constant, zeros
 from imager.journal import Journal, maybe_kill
 from imager.plan import ChunkTask, Plan
 
 log = logging.getLogger(__name__)
 Progress = Callable[[int, int, str], None]
+BUFFER_BUDGET = 64 << 20   # DATA chunk buffers in flight (read, not yet written and hashed)
+WORKER_NICE = 5            # workers yield to the sequential whole-image hasher
+LEAD = 256                 # chunks the reader may run ahead of the writer (constants are shared)
 
 
 @dataclass
@@ -38,6 +43,7 @@ class ChunkResult:
     data: bytes
     unread: list[Extent]
     encoded: bytes | None = None
+    lease: _Lease | None = None
 
 
 @dataclass
@@ -95,18 +101,22 @@ def _stream_short(source: Any, r: Extent, err: ReadError) -> tuple[bytes, list[E
     record the rest of the range as UNREAD (never as data)."""
     partial = getattr(err, "partial", b"")
     got = len(partial) // source.sector_size
-    data = partial + zeros((r.count - got) * source.sector_size)
+    data = partial[:got * source.sector_size] + zeros((r.count - got) * source.sector_size)
     return data, [Extent(r.start_lba + got, r.count - got, Kind.UNREAD)]
 
 
-def process(task: ChunkTask, data: bytes, unread: list[Extent], check_algo: str,
-            encode: Callable[[Extent, bytes | None, str | None], Any] | None) -> ChunkResult:
-    """Classify, digest and (when the sink can) encode one chunk; runs in a worker thread."""
+def classify_task(task: ChunkTask, data: bytes, unread: list[Extent]) -> tuple[Kind, int | None]:
+    """The chunk's kind (and fill byte): UNREAD/NOT_ACQUIRED when nothing of it was read."""
     read_ok = sum(r.count for r in task.reads) - sum(u.count for u in unread)
     if read_ok <= 0:
-        kind, fill = (Kind.UNREAD if unread else Kind.NOT_ACQUIRED), None
-    else:
-        kind, fill = classify(data)
+        return (Kind.UNREAD if unread else Kind.NOT_ACQUIRED), None
+    return classify(data)
+
+
+def finish(task: ChunkTask, data: bytes, unread: list[Extent], kind: Kind, fill: int | None,
+           check_algo: str, encode: Callable[[Extent, bytes | None, str | None], Any] | None
+           ) -> ChunkResult:
+    """Digest and (when the sink can) encode one classified chunk; runs in a worker thread."""
     check = chunk_digest(check_algo, data) if kind is Kind.DATA else None
     ext = Extent(task.extent.start_lba, task.extent.count, kind, fill)
     # the digest goes along so a sink that addresses chunks by it need not hash them again
@@ -114,21 +124,59 @@ def process(task: ChunkTask, data: bytes, unread: list[Extent], check_algo: str,
     return ChunkResult(task, kind, fill, check, data, unread, encoded)
 
 
-class _Pool:
-    """The reader thread and the workers; results handed over by index."""
+def process(task: ChunkTask, data: bytes, unread: list[Extent], check_algo: str,
+            encode: Callable[[Extent, bytes | None, str | None], Any] | None) -> ChunkResult:
+    """Classify, digest and encode one chunk (what the pool does across its threads)."""
+    kind, fill = classify_task(task, data, unread)
+    return finish(task, data, unread, kind, fill, check_algo, encode)
 
-    def __init__(self, source: Any, plan: Plan, start: int, *, workers: int, depth: int,
-                 retries: int, check_algo: str, encode: Any) -> None:
+
+class _Lease:
+    """A DATA chunk's buffer's share of the memory budget: given back once both the writer and
+    the whole-image hasher are done with it."""
+
+    __slots__ = ("_budget", "_left", "_lock")
+
+    def __init__(self, budget: threading.Semaphore) -> None:
+        self._budget, self._left, self._lock = budget, 2, threading.Lock()
+
+    def done(self) -> None:
+        with self._lock:
+            self._left -= 1
+            last = self._left == 0
+        if last:
+            self._budget.release()
+
+
+class _Pool:
+    """The reader, the workers and the whole-image hasher; results handed over by index.
+
+    The reader reads and classifies chunks in order and hands each to the hasher (in order)
+    and to the workers (blake3 + compression). A constant chunk (ZERO, FILL, UNREAD, holes of
+    a sparse source file) travels as a shared buffer, so the reader may run up to ``lead``
+    chunks ahead of the writer through empty areas: the hasher then works through zeros while
+    the workers compress the data after them (the hasher's sequential sha256 is the floor of a
+    hashed acquisition, so it must never wait). Memory is bounded by ``budget`` DATA buffers
+    (held until written and hashed) and ``lead`` chunk records, never by the device size.
+    """
+
+    def __init__(self, source: Any, plan: Plan, start: int, *, workers: int, budget: int,
+                 lead: int, retries: int, check_algo: str, encode: Any, hasher: MultiHash
+                 ) -> None:
         self.source, self.plan, self.start = source, plan, start
         self.retries, self.check_algo, self.encode = retries, check_algo, encode
-        self.slots = threading.Semaphore(depth)
+        self.hasher = hasher
+        self.budget = threading.Semaphore(budget)
+        self.ahead = threading.Semaphore(lead)
         self.work: queue.Queue[Any] = queue.Queue()
+        self.hash_queue: queue.Queue[Any] = queue.Queue()
         self.results: dict[int, ChunkResult] = {}
         self.cond = threading.Condition()
         self.error: BaseException | None = None
         self.failed_at: int | None = None  # chunks before it are still delivered
         self.stop = threading.Event()
-        self.threads = [threading.Thread(target=self._reader, name="imager-reader", daemon=True)]
+        self.threads = [threading.Thread(target=self._reader, name="imager-reader", daemon=True),
+                        threading.Thread(target=self._hash, name="imager-hash", daemon=True)]
         self.threads += [threading.Thread(target=self._worker, name=f"imager-worker-{i}",
                                           daemon=True) for i in range(workers)]
         self.policy = _skip_policy()
@@ -140,10 +188,12 @@ class _Pool:
 
     def __exit__(self, *exc: object) -> None:
         self.stop.set()
+        self.hash_queue.put(None)
         for _ in self.threads:
             self.work.put(None)
         for _ in range(len(self.threads)):
-            self.slots.release()
+            self.ahead.release()
+            self.budget.release()
         for t in self.threads:
             t.join(timeout=30)
 
@@ -155,32 +205,67 @@ class _Pool:
                 self.failed_at = index
             self.cond.notify_all()
 
+    def _next(self, task: ChunkTask, known_zero: Any) -> tuple[Any, ...] | None:
+        """Read and classify one chunk: (task, data, unread, kind, fill, lease)."""
+        nbytes = task.extent.count * self.source.sector_size
+        if not task.reads:
+            return task, zeros(nbytes), [], Kind.NOT_ACQUIRED, None, None
+        if known_zero is not None and task.reads == (task.extent,) \
+                and known_zero(task.extent.start_lba, task.extent.count):
+            return task, zeros(nbytes), [], Kind.ZERO, None, None  # a hole: zeros, unread
+        self.budget.acquire()
+        if self.stop.is_set():
+            return None
+        data, unread = read_task(self.source, task, self.retries, self.policy)
+        kind, fill = classify_task(task, data, unread)
+        if kind is Kind.DATA:
+            return task, data, unread, kind, fill, _Lease(self.budget)
+        self.budget.release()  # the same bytes as a shared constant buffer
+        return task, constant(nbytes, fill), unread, kind, fill, None
+
     def _reader(self) -> None:
         index = self.start
+        known_zero = getattr(self.source, "known_zero", None)
         try:
             for task in self.plan.tasks(self.start):
                 index = task.index
-                self.slots.acquire()
+                self.ahead.acquire()
                 if self.stop.is_set():
                     return
-                if task.reads:
-                    data, unread = read_task(self.source, task, self.retries, self.policy)
-                else:
-                    data, unread = zeros(task.extent.count * self.source.sector_size), []
-                self.work.put((task, data, unread))
+                item = self._next(task, known_zero)
+                if item is None:
+                    return
+                self.hash_queue.put((item[1], item[5]))
+                self.work.put(item)
         except BaseException as err:  # noqa: BLE001 -- travels to the writer, re-raised there
             self._fail(err, index)
 
+    def _hash(self) -> None:
+        """The whole-image hashes, fed in chunk order (hashlib releases the GIL)."""
+        while (item := self.hash_queue.get()) is not None:
+            data, lease = item
+            if not self.stop.is_set():
+                self.hasher.update(data)
+            if lease is not None:
+                lease.done()
+
+    def finish_hash(self) -> None:
+        """Wait until every chunk handed to the hasher is hashed."""
+        self.hash_queue.put(None)
+        self.threads[1].join()
+
     def _worker(self) -> None:
+        _yield_to_hasher()
         while not self.stop.is_set():
             item = self.work.get()
             if item is None:
                 return
             try:
-                result = process(*item, self.check_algo, self.encode)
+                result = finish(*item[:5], self.check_algo, self.encode)
             except BaseException as err:  # noqa: BLE001 -- travels to the writer, re-raised there
                 self._fail(err, item[0].index)
                 return
+            result.lease = item[5]
             with self.cond:
                 self.results[result.task.index] = result
                 self.cond.notify_all()
@@ -198,8 +283,22 @@ class _Pool:
                     raise self.error
                 self.cond.wait(0.5)
             result = self.results.pop(index)
-        self.slots.release()
+        self.ahead.release()
         return result
+
+
+def _yield_to_hasher() -> None:
+    """Lower this worker thread's priority a little (Linux: per-thread nice).
+
+    The whole-image hash is sequential and the slowest stage: with two workers and the hasher
+    runnable on two cores, fair scheduling gave the hasher 2/3 of a core and made it the
+    critical path (measured, docs/BENCHMARKS.md). Niced workers take what the hasher leaves.
+    """
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + WORKER_NICE)
+    except (AttributeError, OSError):  # not Linux, or not allowed: only a hint
+        pass
 
 
 def _skip_policy() -> Any:
@@ -236,8 +335,10 @@ class Writer:
         else:
             self.sink.write(ext, result.data if result.kind is Kind.DATA else None)
         maybe_kill("chunk", result.task.index)
-        self.hasher.update(result.data)
         result.data, result.encoded = b"", None  # the batch keeps records, not buffers
+        if result.lease is not None:
+            result.lease.done()
+            result.lease = None
         if len(self._pending) >= self.batch_chunks \
                 or time.monotonic() - self._last >= self.batch_seconds:
             self.commit()
@@ -261,12 +362,14 @@ class Writer:
 
 def acquire(source: Any, sink: Any, plan: Plan, *, progress: Progress | None = None,
             writer: Writer, workers: int = 2, depth: int | None = None, retries: int = 1,
-            check_algo: str = "sha256") -> Progressed:
+            check_algo: str = CHUNK_CHECK) -> Progressed:
     """Stream every chunk of ``plan`` from ``source`` into ``sink`` in LBA order.
 
     ``writer`` carries the hash state, the chunks already done (resume) and the journal; the
     caller finalizes (pipeline.session builds the manifest). On any failure or Ctrl-C the
-    chunks written so far are committed first, so the image stays resumable.
+    chunks written so far are committed first, so the image stays resumable (the hash state
+    is then not meaningful: a resume rebuilds it from the image). ``depth``: DATA buffers in
+    flight (default: 64 MiB worth).
 
     Raises:
         Interrupted: KeyboardInterrupt (resumable). Errors of the source/sink propagate.
@@ -274,10 +377,11 @@ def acquire(source: Any, sink: Any, plan: Plan, *, progress: Progress | None = N
     start = writer.done.next_index
     total = plan.sector_count * plan.sector_size
     encode = getattr(sink, "encode", None)
-    pool = _Pool(source, plan, start, workers=workers, depth=depth or 2 * workers + 2,
-                 retries=retries, check_algo=check_algo, encode=encode)
+    chunk_bytes = plan.chunk_sectors * plan.sector_size
+    budget = depth or max(2 * workers + 2, BUFFER_BUDGET // max(chunk_bytes, 1))
+    pool = _Pool(source, plan, start, workers=workers, budget=budget, lead=max(LEAD, budget),
+                 retries=retries, check_algo=check_algo, encode=encode, hasher=writer.hasher)
     began = time.monotonic()
-    hasher, writer.hasher = writer.hasher, ThreadedHash(writer.hasher)
     try:
         with pool:
             for index in range(start, plan.chunk_count):
@@ -286,6 +390,7 @@ def acquire(source: Any, sink: Any, plan: Plan, *, progress: Progress | None = N
                 if progress:
                     progress(result.task.extent.end_lba * plan.sector_size, total,
                              result.task.label)
+            pool.finish_hash()
     except KeyboardInterrupt as err:
         _safe_commit(writer)
         raise Interrupted(f"stopped with {writer.done.next_index} of "
@@ -294,7 +399,6 @@ def acquire(source: Any, sink: Any, plan: Plan, *, progress: Progress | None = N
         _safe_commit(writer)
         raise
     finally:
-        writer.hasher = writer.hasher.close() if writer.hasher is not hasher else hasher
         writer.done.seconds += time.monotonic() - began
     writer.commit()
     return writer.done

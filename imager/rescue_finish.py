@@ -22,11 +22,11 @@ from imager import __version__
 from imager.devices.base import BaseSource
 from imager.devices.file import FileSource
 from imager.errors import BadInput, DeviceError, ReadError, UsageError
+from imager.hashing import CHUNK_CHECK
 from imager.report import now_utc
 from imager.rescue_map import RescueMap
 
 log = logging.getLogger(__name__)
-CHUNK_CHECK = "sha256"
 
 
 class MappedRawSource(BaseSource):

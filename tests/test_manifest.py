@@ -43,7 +43,7 @@ def test_round_trip_and_checksum_definition() -> None:
     assert parse_manifest(raw) == m
     obj = json.loads(raw)
     assert reseal(obj) and parse_manifest(reseal(obj)) == m  # checksum recomputed by hand
-    assert obj["version"] == "1.0" and obj["format"] == "imager-manifest"
+    assert obj["version"] == "1.1" and obj["format"] == "imager-manifest"
 
 
 def test_any_edit_breaks_the_checksum() -> None:

@@ -16,7 +16,7 @@ from formats.extent import Extent, Kind
 from imager.acquisition import AcquireRequest, run_acquire
 from imager.devices.base import BaseSource, Identity
 from imager.errors import DeviceGone, Interrupted, UsageError
-from imager.hashing import MultiHash, classify
+from imager.hashing import CHUNK_CHECK, MultiHash, classify
 from imager.image.native import NativeReader, NativeSink
 from imager.pipeline import Progressed, Writer, acquire
 from imager.plan import build_plan
@@ -103,7 +103,7 @@ def run_pipeline(src: FakeSource, image: Path, chunk: int = 256, depth: int | No
     from formats.manifest import Manifest
 
     sink.finalize(Manifest(512, src.sector_count, chunk, tuple(done.runs), tuple(done.checks),
-                           hashes=writer.hasher.hexdigests(),
+                           chunk_check=CHUNK_CHECK, hashes=writer.hasher.hexdigests(),
                            unread=tuple((u.start_lba, u.count) for u in done.unread),
                            table_sectors=table_sectors))
     return NativeReader(str(image))
@@ -132,17 +132,33 @@ def test_without_salvage_the_failed_chunk_is_unread(tmp_path: Path,
         assert [c.extent.kind for c in reader.chunks()][2] is Kind.UNREAD
 
 
-def test_memory_is_bounded_by_queue_depth(tmp_path: Path) -> None:
-    src = FakeSource(bytes(64 * 256 * 512))
+def test_memory_is_bounded_by_the_data_budget(tmp_path: Path) -> None:
+    src = FakeSource(bytes(range(256)) * 2 * 64 * 256)   # every chunk DATA: a buffer each
     ahead = []
 
     def progress(done: int, total: int, label: str) -> None:
         written = done // (256 * 512)
         ahead.append(len(src.reads) - written)
 
-    with run_pipeline(src, tmp_path / "i.imgz", depth=3, progress=progress):
-        pass
+    with run_pipeline(src, tmp_path / "i.imgz", depth=3, progress=progress) as reader:
+        assert reader.read(0, src.sector_count) == src.data
     assert max(ahead) <= 3 + 1
+
+
+def test_constant_chunks_run_ahead_at_most_lead_chunks(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    # zero chunks travel as one shared buffer: the reader may run ahead through them (so the
+    # hasher keeps busy), but only LEAD chunks, whatever the device size
+    monkeypatch.setattr("imager.pipeline.LEAD", 8)
+    src = FakeSource(bytes(64 * 256 * 512))
+    ahead = []
+
+    def progress(done: int, total: int, label: str) -> None:
+        ahead.append(len(src.reads) - done // (256 * 512))
+
+    with run_pipeline(src, tmp_path / "i.imgz", depth=3, progress=progress) as reader:
+        assert [c.extent.kind for c in reader.chunks()] == [Kind.ZERO] * 64
+    assert 3 + 1 < max(ahead) <= 8 + 1
 
 
 def test_device_gone_propagates_and_stays_resumable(tmp_path: Path,

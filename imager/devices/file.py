@@ -112,6 +112,20 @@ class FileSource(BaseSource, _FdDevice):
     def _read(self, lba: int, count: int) -> bytes:
         return os.pread(self.fd, count * self.sector_size, lba * self.sector_size)
 
+    def known_zero(self, lba: int, count: int) -> bool:
+        """True when the whole range is a hole of a regular file: it reads as zeros, so the
+        pipeline need not read it (``lseek(SEEK_DATA)``; a file system without hole
+        reporting says "data" everywhere, and block devices are never asked)."""
+        if self.identity.kind != "file":
+            return False
+        self._check(lba, count)
+        offset = lba * self.sector_size
+        try:
+            data_at = os.lseek(self.fd, offset, os.SEEK_DATA)
+        except OSError as err:
+            return err.errno == errno.ENXIO  # no data from offset to the end of the file
+        return data_at >= offset + count * self.sector_size
+
     def close(self) -> None:
         if self.fd >= 0:
             os.close(self.fd)

@@ -14,7 +14,7 @@ from typing import Any
 from formats.extent import Kind
 from formats.manifest import KindRun, Manifest, runs_append
 from imager.errors import UsageError
-from imager.hashing import chunk_digest
+from imager.hashing import CHUNK_CHECK, chunk_digest
 from imager.image.native import NativeSink
 
 
@@ -43,7 +43,7 @@ def export_zst(reader: Any, out_path: str, **_options: Any) -> None:
             sink.write(ext, data if ext.kind is Kind.DATA else None)
             runs_append(runs, index, ext.kind, ext.fill)
             if ext.kind is Kind.DATA:
-                checks.append(chunk_digest("sha256", data))
+                checks.append(chunk_digest(CHUNK_CHECK, data))
     except BaseException:
         sink.close()
         os.unlink(out_path)
@@ -55,7 +55,7 @@ def _manifest(reader: Any, runs: list[KindRun], checks: list[str]) -> Manifest:
     base = getattr(reader, "manifest", None)
     fields = {"sector_size": reader.sector_size, "sector_count": reader.sector_count,
               "chunk_sectors": reader.chunk_sectors, "chunk_runs": tuple(runs),
-              "chunk_checks": tuple(checks), "chunk_check": "sha256", "image_format": "native"}
+              "chunk_checks": tuple(checks), "chunk_check": CHUNK_CHECK, "image_format": "native"}
     if isinstance(base, Manifest):
         return dataclasses.replace(base, **fields)
     unread = [e for e in getattr(reader, "extents", list)() if e.kind is Kind.UNREAD]

@@ -1,0 +1,117 @@
+"""The acquisition's fast paths: blake3 chunk checks and holes of sparse source files.
+
+Expected values come from b3sum, sha256sum and stock zstd; holes are made by construction
+(truncate, then writes at known offsets).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from formats.extent import Kind
+from imager.devices.file import FileSource
+from imager.image.native import NativeReader
+from tests.acquire_support import MiB, cli, small_source, tool_hash, zstd_d_sha256
+from tests.conftest import loop_device, need_tool
+
+
+def b3sum(data: bytes) -> str:
+    need_tool("b3sum")
+    return subprocess.run(["b3sum", "--no-names"], input=data, check=True,
+                          capture_output=True).stdout.decode().strip()
+
+
+def test_new_images_carry_blake3_chunk_checks_equal_to_b3sum(tmp_path: Path) -> None:
+    src = small_source(tmp_path / "src.img", mib=9)
+    image = tmp_path / "i.imgz"
+    assert cli("acquire", str(src), str(image), "--chunk-size", "1MiB", "--quiet")[0] == 0
+    data = src.read_bytes()
+    with NativeReader(str(image)) as reader:
+        assert reader.manifest.chunk_check == "blake3"
+        assert reader.manifest.version == (1, 1)
+        chunks = [c for c in reader.chunks() if c.extent.kind is Kind.DATA]
+        assert len(chunks) == 6  # random megabytes 0, 3, 4, 7, 8 and the 5-sector tail
+        for c in chunks:
+            piece = data[c.extent.start_lba * 512:c.extent.end_lba * 512]
+            assert c.check == b3sum(piece)
+    assert cli("verify", "--quiet", str(image))[0] == 0
+
+
+def sparse_file(path: Path) -> list[tuple[int, int]]:
+    """A 16 MiB file of holes with data written at two places; returns [(offset, length)]."""
+    written = [(3 * MiB, 4096), (9 * MiB + 8192, 2 * MiB)]
+    with open(path, "wb") as f:
+        f.truncate(16 * MiB)
+        for offset, length in written:
+            f.seek(offset)
+            f.write(os.urandom(length))
+    return written
+
+
+def holes_supported(path: Path) -> bool:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return os.lseek(fd, 0, os.SEEK_DATA) > 0
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def test_known_zero_sees_the_holes_of_a_sparse_file(tmp_path: Path) -> None:
+    path = tmp_path / "sparse.img"
+    written = sparse_file(path)
+    if not holes_supported(path):
+        pytest.skip("this file system does not report holes")
+    with FileSource(str(path)) as src:
+        mib = MiB // 512
+        assert src.known_zero(0, 3 * mib)                     # before the first write
+        assert not src.known_zero(0, 3 * mib + 1)             # takes in its first sector
+        assert not src.known_zero(3 * mib, mib)
+        assert src.known_zero(4 * mib, 5 * mib)               # between the writes
+        assert not src.known_zero(8 * mib, 2 * mib)
+        assert src.known_zero(12 * mib, 4 * mib)              # the tail, up to the end
+        for offset, length in written:                        # never a hole where data is
+            assert not src.known_zero(offset // 512, -(-length // 512))
+
+
+def test_a_block_device_is_never_a_hole(tmp_path: Path) -> None:
+    path = tmp_path / "sparse.img"
+    sparse_file(path)
+    with loop_device(path) as dev, FileSource(dev) as src:
+        assert src.identity.kind == "block"
+        assert not src.known_zero(0, 2048)
+
+
+def test_acquiring_a_sparse_file_skips_reading_its_holes(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "sparse.img"
+    written = sparse_file(path)
+    if not holes_supported(path):
+        pytest.skip("this file system does not report holes")
+    reads: list[tuple[int, int]] = []
+    real = FileSource._read
+
+    def spy(self: FileSource, lba: int, count: int) -> bytes:
+        reads.append((lba, count))
+        return real(self, lba, count)
+
+    monkeypatch.setattr(FileSource, "_read", spy)
+    from imager.acquisition import AcquireRequest, run_acquire
+
+    image = tmp_path / "i.imgz"
+    manifest = run_acquire(AcquireRequest(source=str(path), image=str(image),
+                                          chunk_bytes=MiB, hashes=("md5", "sha256")))
+    read_mib = sorted({lba * 512 // MiB for lba, count in reads if count == MiB // 512})
+    assert read_mib == [3, 9, 10, 11]  # only the chunks holding written bytes
+    assert manifest.hashes == {"md5": tool_hash("md5sum", path),
+                               "sha256": tool_hash("sha256sum", path)}
+    assert zstd_d_sha256(image) == tool_hash("sha256sum", path)
+    with NativeReader(str(image)) as reader:
+        kinds = [c.extent.kind for c in reader.chunks()]
+    assert [i for i, k in enumerate(kinds) if k is Kind.DATA] == [
+        i for i in range(16) if any(o < (i + 1) * MiB and o + n > i * MiB for o, n in written)]
