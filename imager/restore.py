@@ -289,21 +289,28 @@ class _Verifier:
         self.committed = max(self.committed, steps_done)
 
     def _read_back(self, batch: list[tuple[Step, bytes | None]]) -> None:
-        drop = getattr(self.target, "drop_cache", None)
         is_hole = getattr(self.target, "is_hole", None)
         for step, data in batch:
             if data == b"":
                 continue  # skipped: nothing was written
             if data is None and is_hole is not None and is_hole(step.target_lba, step.count):
                 continue  # zeroed by punching a hole: the file system guarantees zeros
-            if drop is not None:
-                drop(step.target_lba, step.count)
             expected = data if data is not None else zero_bytes(step.count * self.ss)
             self._check_range(step, expected)
 
+    def _from_medium(self, lba: int, count: int) -> bytes:
+        """Read a flushed range back from the medium, not from a cache, where the target can."""
+        direct = getattr(self.target, "read_from_medium", None)
+        if direct is not None:
+            return direct(lba, count)
+        drop = getattr(self.target, "drop_cache", None)
+        if drop is not None:
+            drop(lba, count)
+        return self.target.read(lba, count)
+
     def _check_range(self, step: Step, expected: bytes) -> None:
         for attempt in range(WRITE_RETRIES + 1):
-            back = self.target.read(step.target_lba, step.count)
+            back = self._from_medium(step.target_lba, step.count)
             if back == expected:
                 self.result.rewrites += attempt
                 return

@@ -115,3 +115,52 @@ def test_acquiring_a_sparse_file_skips_reading_its_holes(tmp_path: Path,
         kinds = [c.extent.kind for c in reader.chunks()]
     assert [i for i, k in enumerate(kinds) if k is Kind.DATA] == [
         i for i in range(16) if any(o < (i + 1) * MiB and o + n > i * MiB for o, n in written)]
+
+
+def test_read_from_medium_bypasses_a_stale_page_cache(tmp_path: Path) -> None:
+    """A loop device's page cache holds what was written; the backing file is then changed
+    underneath it. A cached read still sees the old bytes, the read-back sees the medium."""
+    from imager.devices.file import FileTarget
+
+    backing = tmp_path / "medium.img"
+    backing.write_bytes(bytes(16 * MiB))
+    with loop_device(backing) as dev:
+        target = FileTarget(dev)
+        try:
+            target.write(2048, b"\xaa" * 8192)
+            target.flush()
+            with open(backing, "r+b") as f:  # the medium changes behind the cache
+                f.seek(2048 * 512)
+                f.write(b"\x55" * 8192)
+                f.flush()
+                os.fsync(f.fileno())
+            assert target.read(2048, 16) == b"\xaa" * 8192          # the cache is stale
+            assert target.read_from_medium(2048, 16) == b"\x55" * 8192
+            whole = target.read_from_medium(0, 12 * MiB // 512)  # longer than one 8 MiB piece
+            assert whole == bytes(2048 * 512) + b"\x55" * 8192 + bytes(11 * MiB - 8192)
+        finally:
+            target.close()
+
+
+def test_read_from_medium_falls_back_where_o_direct_is_refused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from imager.devices.file import FileTarget
+
+    path = tmp_path / "t.img"
+    path.write_bytes(bytes(MiB))
+    real_open = os.open
+
+    def no_direct(p: object, flags: int, *a: object) -> int:
+        if flags & os.O_DIRECT:
+            raise OSError(22, "Invalid argument")  # what a file system without O_DIRECT says
+        return real_open(p, flags, *a)
+
+    monkeypatch.setattr(os, "open", no_direct)
+    target = FileTarget(str(path))
+    try:
+        target.write(8, b"\x11" * 1024)
+        target.flush()
+        assert target.read_from_medium(8, 2) == b"\x11" * 1024
+        assert target.read_from_medium(0, 8) == bytes(4096)
+    finally:
+        target.close()

@@ -13,8 +13,15 @@ import struct
 from pathlib import Path
 from typing import Any
 
-from imager.devices.base import BaseSource, BaseTarget, Identity
-from imager.errors import BadInput, DeviceError, ImagerError, TargetRefused
+from imager.devices.base import GONE_ERRNOS, BaseSource, BaseTarget, Identity
+from imager.errors import (
+    BadInput,
+    DeviceError,
+    DeviceGone,
+    ImagerError,
+    ReadError,
+    TargetRefused,
+)
 
 log = logging.getLogger(__name__)
 
@@ -114,17 +121,12 @@ class FileSource(BaseSource, _FdDevice):
 
     def known_zero(self, lba: int, count: int) -> bool:
         """True when the whole range is a hole of a regular file: it reads as zeros, so the
-        pipeline need not read it (``lseek(SEEK_DATA)``; a file system without hole
-        reporting says "data" everywhere, and block devices are never asked)."""
+        pipeline need not read it (a file system without hole reporting says "data"
+        everywhere, and block devices are never asked)."""
         if self.identity.kind != "file":
             return False
         self._check(lba, count)
-        offset = lba * self.sector_size
-        try:
-            data_at = os.lseek(self.fd, offset, os.SEEK_DATA)
-        except OSError as err:
-            return err.errno == errno.ENXIO  # no data from offset to the end of the file
-        return data_at >= offset + count * self.sector_size
+        return _is_hole(self.fd, lba * self.sector_size, count * self.sector_size)
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -151,6 +153,9 @@ class FileTarget(BaseTarget, _FdDevice):
         self.fd, ss, identity = self._open(path, flags, sector_size)
         super().__init__(ss, identity.size_bytes // ss, identity)
         self.is_block = identity.kind == "block"
+        self._direct = "untried"   # O_DIRECT read-back: untried, works, refused
+        self._direct_fd: int | None = None
+        self._direct_buf: mmap.mmap | None = None
 
     def _read(self, lba: int, count: int) -> bytes:
         return os.pread(self.fd, count * self.sector_size, lba * self.sector_size)
@@ -192,11 +197,59 @@ class FileTarget(BaseTarget, _FdDevice):
         """
         if self.is_block:
             return False
-        off = lba * self.sector_size
-        try:
-            return os.lseek(self.fd, off, os.SEEK_DATA) >= off + count * self.sector_size
-        except OSError as err:
-            return err.errno == errno.ENXIO  # no data from ``off`` to the end of the file
+        return _is_hole(self.fd, lba * self.sector_size, count * self.sector_size)
+
+    def read_from_medium(self, lba: int, count: int) -> bytes:
+        """The range as the medium holds it, not as the page cache does (restore's read-back).
+
+        O_DIRECT through a second descriptor of the same open file (``/proc/self/fd``): no
+        cached page can answer, and large reads run at the device's speed. Where O_DIRECT is
+        refused (tmpfs, an unaligned geometry) the cached pages are dropped and read instead.
+
+        Raises:
+            ReadError: the medium failed to deliver.
+        """
+        self._check(lba, count)
+        if self._direct != "refused":
+            try:
+                data = self._read_direct(lba * self.sector_size, count * self.sector_size)
+                self._direct = "works"
+                return data
+            except OSError as err:
+                if err.errno in GONE_ERRNOS:
+                    raise DeviceGone(f"{self.identity.path}: device gone ({err.strerror})"
+                                     ) from err
+                if err.errno != errno.EINVAL or self._direct == "works":
+                    raise ReadError(lba, count, err.strerror or str(err), err.errno) from err
+                log.debug("%s: O_DIRECT refused (%s); dropping cached pages instead",
+                          self.identity.path, err.strerror)
+                self._direct = "refused"
+                self._close_direct()
+        self.drop_cache(lba, count)
+        return self.read(lba, count)
+
+    def _read_direct(self, offset: int, size: int) -> bytes:
+        if self._direct_fd is None:
+            self._direct_fd = os.open(f"/proc/self/fd/{self.fd}",
+                                      os.O_RDONLY | os.O_DIRECT | os.O_CLOEXEC)
+            self._direct_buf = mmap.mmap(-1, DIRECT_PIECE)  # page-aligned, as O_DIRECT needs
+        parts, end = [], offset + size
+        with memoryview(self._direct_buf) as view:
+            while offset < end:
+                n = os.preadv(self._direct_fd, [view[:min(DIRECT_PIECE, end - offset)]], offset)
+                if n <= 0:
+                    raise OSError(errno.EIO, f"read stopped at byte {offset}")
+                parts.append(bytes(view[:n]))
+                offset += n
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def _close_direct(self) -> None:
+        if self._direct_fd is not None:
+            os.close(self._direct_fd)
+            self._direct_fd = None
+        if self._direct_buf is not None:
+            self._direct_buf.close()
+            self._direct_buf = None
 
     def zero_out(self, lba: int, count: int) -> None:
         off, length = lba * self.sector_size, count * self.sector_size
@@ -206,9 +259,21 @@ class FileTarget(BaseTarget, _FdDevice):
             _punch_hole(self.fd, off, length)
 
     def close(self) -> None:
+        self._close_direct()
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+
+
+DIRECT_PIECE = 8 << 20  # O_DIRECT read-back buffer
+
+
+def _is_hole(fd: int, offset: int, length: int) -> bool:
+    """True when a regular file has no data extent in the range (``lseek(SEEK_DATA)``)."""
+    try:
+        return os.lseek(fd, offset, os.SEEK_DATA) >= offset + length
+    except OSError as err:
+        return err.errno == errno.ENXIO  # no data from ``offset`` to the end of the file
 
 
 FALLOC_FL_KEEP_SIZE = 0x01
