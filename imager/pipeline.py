@@ -20,16 +20,16 @@ from typing import Any
 
 from formats.extent import Extent, Kind, merge
 from formats.manifest import KindRun, runs_append
-from imager.errors import ImagerError, Interrupted, ReadError, SourceChanged
+from imager.errors import ImagerError, Interrupted, ReadError
 from imager.hashing import CHUNK_CHECK, MultiHash, chunk_digest, classify, constant, zeros
 from imager.journal import Journal, maybe_kill
 from imager.plan import ChunkTask, Plan
 
 log = logging.getLogger(__name__)
 Progress = Callable[[int, int, str], None]
-BUFFER_BUDGET = 32 << 20   # DATA chunk buffers in flight (read, not yet written and hashed)
+BUFFER_BUDGET = 64 << 20   # DATA chunk buffers in flight (read, not yet written and hashed)
 WORKER_NICE = 5            # workers yield to the sequential whole-image hasher
-LEAD = 512                 # chunks the reader may run ahead of the writer (constants are shared)
+LEAD = 256                 # chunks the reader may run ahead of the writer (constants are shared)
 
 
 @dataclass
@@ -43,7 +43,7 @@ class ChunkResult:
     data: bytes
     unread: list[Extent]
     encoded: bytes | None = None
-    release: Callable[[], None] | None = None   # gives back the chunk's buffer budget
+    lease: _Lease | None = None
 
 
 @dataclass
@@ -148,36 +148,16 @@ class _Lease:
             self._budget.release()
 
 
-@dataclass
-class _Item:
-    """One read chunk on its way to the workers (``data`` None: the worker reads it again)."""
-
-    task: ChunkTask
-    data: bytes | None
-    unread: list[Extent]
-    kind: Kind
-    fill: int | None
-    release: Callable[[], None] | None = None   # once written (the worker's copy)
-    expect: str | None = None                   # check value of the hashed copy (re-read)
-
-
 class _Pool:
     """The reader, the workers and the whole-image hasher; results handed over by index.
 
     The reader reads and classifies chunks in order and hands each to the hasher (in order)
-    and to the workers (blake3 + compression). The hasher's sequential sha256 of every byte is
-    the floor of a hashed acquisition, so it must never wait for compression:
-
-    - a constant chunk (ZERO, FILL, UNREAD, a hole of a sparse source file) travels as a shared
-      buffer, so the reader may run up to ``lead`` chunks ahead of the writer through empty
-      areas while the workers compress the data before them;
-    - a DATA buffer is held until both written and hashed (``budget`` buffers at most). A
-      source whose re-reads are cheap (a regular file: the page cache) does not wait for that
-      budget: the hasher gets the buffer (``hash_slots`` at most waiting for it) and the
-      worker reads the chunk again later, its check value compared with the hashed copy's
-      (a difference is SourceChanged, never a silent mismatch of image and hash).
-
-    Memory is bounded by those counts, never by the device size.
+    and to the workers (blake3 + compression). A constant chunk (ZERO, FILL, UNREAD, holes of
+    a sparse source file) travels as a shared buffer, so the reader may run up to ``lead``
+    chunks ahead of the writer through empty areas: the hasher then works through zeros while
+    the workers compress the data after them (the hasher's sequential sha256 is the floor of a
+    hashed acquisition, so it must never wait). Memory is bounded by ``budget`` DATA buffers
+    (held until written and hashed) and ``lead`` chunk records, never by the device size.
     """
 
     def __init__(self, source: Any, plan: Plan, start: int, *, workers: int, budget: int,
@@ -187,8 +167,6 @@ class _Pool:
         self.retries, self.check_algo, self.encode = retries, check_algo, encode
         self.hasher = hasher
         self.budget = threading.Semaphore(budget)
-        self.reread = bool(getattr(source, "reread_is_cheap", False))
-        self.hash_slots = threading.Semaphore(max(2, budget // 2))
         self.ahead = threading.Semaphore(lead)
         self.work: queue.Queue[Any] = queue.Queue()
         self.hash_queue: queue.Queue[Any] = queue.Queue()
@@ -214,8 +192,8 @@ class _Pool:
         for _ in self.threads:
             self.work.put(None)
         for _ in range(len(self.threads)):
-            for sem in (self.ahead, self.budget, self.hash_slots):
-                sem.release()
+            self.ahead.release()
+            self.budget.release()
         for t in self.threads:
             t.join(timeout=30)
 
@@ -227,35 +205,23 @@ class _Pool:
                 self.failed_at = index
             self.cond.notify_all()
 
-    def _next(self, task: ChunkTask, known_zero: Any
-              ) -> tuple[_Item, bytes, Callable[[], None] | None] | None:
-        """Read and classify one chunk: its work item, the bytes to hash and what the hasher
-        releases once they are hashed."""
+    def _next(self, task: ChunkTask, known_zero: Any) -> tuple[Any, ...] | None:
+        """Read and classify one chunk: (task, data, unread, kind, fill, lease)."""
         nbytes = task.extent.count * self.source.sector_size
         if not task.reads:
-            return _Item(task, zeros(nbytes), [], Kind.NOT_ACQUIRED, None), zeros(nbytes), None
+            return task, zeros(nbytes), [], Kind.NOT_ACQUIRED, None, None
         if known_zero is not None and task.reads == (task.extent,) \
                 and known_zero(task.extent.start_lba, task.extent.count):
-            return _Item(task, zeros(nbytes), [], Kind.ZERO, None), zeros(nbytes), None  # hole
-        held = self.hash_slots if self.reread else self.budget
-        held.acquire()
+            return task, zeros(nbytes), [], Kind.ZERO, None, None  # a hole: zeros, unread
+        self.budget.acquire()
         if self.stop.is_set():
             return None
         data, unread = read_task(self.source, task, self.retries, self.policy)
         kind, fill = classify_task(task, data, unread)
-        if kind is not Kind.DATA:
-            held.release()  # the same bytes as a shared constant buffer
-            same = constant(nbytes, fill)
-            return _Item(task, same, unread, kind, fill), same, None
-        if not self.reread:
-            lease = _Lease(self.budget)
-            return _Item(task, data, unread, kind, fill, lease.done), data, lease.done
-        if unread:  # never read twice what failed once: wait for room instead
-            self.budget.acquire()
-        elif not self.budget.acquire(blocking=False):
-            expect = chunk_digest(self.check_algo, data)
-            return _Item(task, None, [], kind, fill, None, expect), data, held.release
-        return _Item(task, data, unread, kind, fill, self.budget.release), data, held.release
+        if kind is Kind.DATA:
+            return task, data, unread, kind, fill, _Lease(self.budget)
+        self.budget.release()  # the same bytes as a shared constant buffer
+        return task, constant(nbytes, fill), unread, kind, fill, None
 
     def _reader(self) -> None:
         index = self.start
@@ -266,11 +232,10 @@ class _Pool:
                 self.ahead.acquire()
                 if self.stop.is_set():
                     return
-                got = self._next(task, known_zero)
-                if got is None:
+                item = self._next(task, known_zero)
+                if item is None:
                     return
-                item, data, hashed = got
-                self.hash_queue.put((data, hashed))
+                self.hash_queue.put((item[1], item[5]))
                 self.work.put(item)
         except BaseException as err:  # noqa: BLE001 -- travels to the writer, re-raised there
             self._fail(err, index)
@@ -278,11 +243,11 @@ class _Pool:
     def _hash(self) -> None:
         """The whole-image hashes, fed in chunk order (hashlib releases the GIL)."""
         while (item := self.hash_queue.get()) is not None:
-            data, hashed = item
+            data, lease = item
             if not self.stop.is_set():
                 self.hasher.update(data)
-            if hashed is not None:
-                hashed()
+            if lease is not None:
+                lease.done()
 
     def finish_hash(self) -> None:
         """Wait until every chunk handed to the hasher is hashed."""
@@ -296,31 +261,14 @@ class _Pool:
             if item is None:
                 return
             try:
-                result = self._process(item)
+                result = finish(*item[:5], self.check_algo, self.encode)
             except BaseException as err:  # noqa: BLE001 -- travels to the writer, re-raised there
-                self._fail(err, item.task.index)
+                self._fail(err, item[0].index)
                 return
+            result.lease = item[5]
             with self.cond:
                 self.results[result.task.index] = result
                 self.cond.notify_all()
-
-    def _process(self, item: _Item) -> ChunkResult:
-        data = item.data
-        if data is None:  # the hasher had the only copy: read it again, it must be the same
-            ext = item.task.extent
-            try:
-                data = self.source.read(ext.start_lba, ext.count)
-            except ReadError as err:
-                raise SourceChanged(f"LBA {ext.start_lba}+{ext.count} read once, then failed "
-                                    f"when read again ({err})") from err
-        result = finish(item.task, data, item.unread, item.kind, item.fill, self.check_algo,
-                        self.encode)
-        if item.expect is not None and result.check != item.expect:
-            ext = item.task.extent
-            raise SourceChanged(f"LBA {ext.start_lba}+{ext.count} read differently the second "
-                                "time: the source is changing under the acquisition")
-        result.release = item.release
-        return result
 
     def take(self, index: int) -> ChunkResult:
         """Wait for chunk ``index``; re-raise a reader/worker failure.
@@ -388,9 +336,9 @@ class Writer:
             self.sink.write(ext, result.data if result.kind is Kind.DATA else None)
         maybe_kill("chunk", result.task.index)
         result.data, result.encoded = b"", None  # the batch keeps records, not buffers
-        if result.release is not None:
-            result.release()
-            result.release = None
+        if result.lease is not None:
+            result.lease.done()
+            result.lease = None
         if len(self._pending) >= self.batch_chunks \
                 or time.monotonic() - self._last >= self.batch_seconds:
             self.commit()
