@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import zlib
+from typing import Any
 
 import blake3
 
@@ -104,6 +105,10 @@ class MultiHash:
     def update(self, data: bytes | memoryview) -> None:
         for h in self._h:
             h.update(data)
+
+    def parts(self) -> list[tuple[str, Any]]:
+        """(name, hashlib object) pairs, for callers that feed each from its own thread."""
+        return list(zip(self.names, self._h))
 
     def hexdigests(self) -> dict[str, str]:
         return {n: h.hexdigest() for n, h in zip(self.names, self._h)}

@@ -132,13 +132,13 @@ def process(task: ChunkTask, data: bytes, unread: list[Extent], check_algo: str,
 
 
 class _Lease:
-    """A DATA chunk's buffer's share of the memory budget: given back once both the writer and
-    the whole-image hasher are done with it."""
+    """A DATA chunk's buffer's share of the memory budget: given back once the writer and
+    every whole-image hasher (``parties`` in all) are done with it."""
 
     __slots__ = ("_budget", "_left", "_lock")
 
-    def __init__(self, budget: threading.Semaphore) -> None:
-        self._budget, self._left, self._lock = budget, 2, threading.Lock()
+    def __init__(self, budget: threading.Semaphore, parties: int) -> None:
+        self._budget, self._left, self._lock = budget, parties, threading.Lock()
 
     def done(self) -> None:
         with self._lock:
@@ -151,8 +151,9 @@ class _Lease:
 class _Pool:
     """The reader, the workers and the whole-image hasher; results handed over by index.
 
-    The reader reads and classifies chunks in order and hands each to the hasher (in order)
-    and to the workers (blake3 + compression). A constant chunk (ZERO, FILL, UNREAD, holes of
+    The reader reads and classifies chunks in order and hands each to the hashers (one thread
+    per whole-image algorithm, each fed in order: md5, sha1 and sha256 run side by side) and to
+    the workers (blake3 + compression). A constant chunk (ZERO, FILL, UNREAD, holes of
     a sparse source file) travels as a shared buffer, so the reader may run up to ``lead``
     chunks ahead of the writer through empty areas: the hasher then works through zeros while
     the workers compress the data after them (the hasher's sequential sha256 is the floor of a
@@ -169,14 +170,17 @@ class _Pool:
         self.budget = threading.Semaphore(budget)
         self.ahead = threading.Semaphore(lead)
         self.work: queue.Queue[Any] = queue.Queue()
-        self.hash_queue: queue.Queue[Any] = queue.Queue()
+        self.hash_queues: list[queue.Queue[Any]] = [queue.Queue() for _ in hasher.parts()]
         self.results: dict[int, ChunkResult] = {}
         self.cond = threading.Condition()
         self.error: BaseException | None = None
         self.failed_at: int | None = None  # chunks before it are still delivered
         self.stop = threading.Event()
+        self.hash_threads = [threading.Thread(target=self._hash, args=(h, q), daemon=True,
+                                              name=f"imager-hash-{name}")
+                             for (name, h), q in zip(hasher.parts(), self.hash_queues)]
         self.threads = [threading.Thread(target=self._reader, name="imager-reader", daemon=True),
-                        threading.Thread(target=self._hash, name="imager-hash", daemon=True)]
+                        *self.hash_threads]
         self.threads += [threading.Thread(target=self._worker, name=f"imager-worker-{i}",
                                           daemon=True) for i in range(workers)]
         self.policy = _skip_policy()
@@ -188,7 +192,8 @@ class _Pool:
 
     def __exit__(self, *exc: object) -> None:
         self.stop.set()
-        self.hash_queue.put(None)
+        for q in self.hash_queues:
+            q.put(None)
         for _ in self.threads:
             self.work.put(None)
         for _ in range(len(self.threads)):
@@ -219,7 +224,7 @@ class _Pool:
         data, unread = read_task(self.source, task, self.retries, self.policy)
         kind, fill = classify_task(task, data, unread)
         if kind is Kind.DATA:
-            return task, data, unread, kind, fill, _Lease(self.budget)
+            return task, data, unread, kind, fill, _Lease(self.budget, 1 + len(self.hash_queues))
         self.budget.release()  # the same bytes as a shared constant buffer
         return task, constant(nbytes, fill), unread, kind, fill, None
 
@@ -235,24 +240,27 @@ class _Pool:
                 item = self._next(task, known_zero)
                 if item is None:
                     return
-                self.hash_queue.put((item[1], item[5]))
+                for q in self.hash_queues:
+                    q.put((item[1], item[5]))
                 self.work.put(item)
         except BaseException as err:  # noqa: BLE001 -- travels to the writer, re-raised there
             self._fail(err, index)
 
-    def _hash(self) -> None:
-        """The whole-image hashes, fed in chunk order (hashlib releases the GIL)."""
-        while (item := self.hash_queue.get()) is not None:
+    def _hash(self, h: Any, q: queue.Queue[Any]) -> None:
+        """One whole-image hash, fed in chunk order (hashlib releases the GIL)."""
+        while (item := q.get()) is not None:
             data, lease = item
             if not self.stop.is_set():
-                self.hasher.update(data)
+                h.update(data)
             if lease is not None:
                 lease.done()
 
     def finish_hash(self) -> None:
-        """Wait until every chunk handed to the hasher is hashed."""
-        self.hash_queue.put(None)
-        self.threads[1].join()
+        """Wait until every chunk handed to the hashers is hashed."""
+        for q in self.hash_queues:
+            q.put(None)
+        for t in self.hash_threads:
+            t.join()
 
     def _worker(self) -> None:
         _yield_to_hasher()
