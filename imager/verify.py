@@ -14,7 +14,7 @@ from typing import Any
 from formats.errors import FormatError
 from formats.extent import Extent, merge
 from imager.errors import DeviceError
-from imager.hashing import MultiHash
+from imager.hashing import ParallelHash
 from imager.prefetch import ahead
 
 log = logging.getLogger(__name__)
@@ -105,7 +105,12 @@ def verify_image(reader: Any, *, against: Any = None,
     and checked by one thread ahead of this one, which hashes the whole image (both cores busy).
     """
     report = VerifyReport(expected=dict(getattr(reader, "hashes", {}) or {}))
-    hasher = MultiHash(tuple(report.expected) or ("sha256",))
+    with ParallelHash(tuple(report.expected) or ("sha256",)) as hasher:
+        return _verify(reader, report, hasher, against, progress)
+
+
+def _verify(reader: Any, report: VerifyReport, hasher: ParallelHash, against: Any,
+            progress: Callable[[int, int, str], None] | None) -> VerifyReport:
     extents = reader.extents() if hasattr(reader, "extents") else []
     if against is not None and (against.sector_size, against.sector_count) != \
             (reader.sector_size, reader.sector_count):

@@ -164,3 +164,23 @@ def test_read_from_medium_falls_back_where_o_direct_is_refused(
         assert target.read_from_medium(0, 8) == bytes(4096)
     finally:
         target.close()
+
+
+def test_parallel_hash_equals_the_tools_and_leaves_no_thread(tmp_path: Path) -> None:
+    import threading
+
+    from imager.hashing import ParallelHash
+
+    path = tmp_path / "blob"
+    path.write_bytes(os.urandom(3 * MiB + 123))
+    data = path.read_bytes()
+    before = threading.active_count()
+    with ParallelHash(("md5", "sha1", "sha256"), depth=2) as h:
+        for i in range(0, len(data), 65536 + 7):   # many small pieces, in order
+            h.update(data[i:i + 65536 + 7])
+        got = h.hexdigests()
+    assert got == {name: tool_hash(f"{name}sum", path) for name in ("md5", "sha1", "sha256")}
+    with pytest.raises(RuntimeError), ParallelHash(("sha256",)) as h:
+        h.update(b"x")
+        raise RuntimeError("the caller fails half-way")
+    assert threading.active_count() == before
