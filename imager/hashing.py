@@ -67,6 +67,12 @@ def chunk_digest(algo: str, data: bytes | memoryview) -> str:
     return hashlib.new(algo, data).hexdigest()
 
 
+def fast_digest(data: bytes | memoryview) -> bytes:
+    """A 32-byte blake3 digest: cheap (~9 GiB/s here) and collision-resistant, for checking
+    that bytes read back equal bytes written without keeping them."""
+    return blake3.blake3(data).digest()
+
+
 def file_sha256(path: str | os.PathLike[str]) -> str:
     """The sha256 (hex) of a whole file, read in 8 MiB blocks into one reused buffer."""
     h = hashlib.sha256()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -19,6 +20,7 @@ from typing import Any
 
 from formats.errors import ChecksumMismatch
 from imager.errors import Interrupted, NotSupported, UsageError, VerificationFailed
+from imager.hashing import fast_digest
 from imager.hashing import zeros as zero_bytes  # (restore() has a `zeros` mode argument)
 from imager.migrate import apply_migration, compute_relocation
 from imager.restore_journal import RestoreJournal
@@ -26,10 +28,10 @@ from imager.restore_plan import ZEROS_MODES, RestorePlan, Step
 
 log = logging.getLogger(__name__)
 
-BATCH_BYTES = 32 << 20   # flush + read back + journal this often (the batch's bytes are held)
-# without read-back nothing is held, so batches can be longer: each flush is an fsync and a
-# file-system journal commit that stalls the writer (4 GiB phone: 3.7 s at 32 MiB, 2.7 s at 128)
-BATCH_BYTES_NO_VERIFY = 128 << 20
+# flush + read back + journal this often. Each flush is an fsync and a file-system journal
+# commit that stalls the writer (4 GiB phone: 3.7 s at 32 MiB, 2.7 s at 128 without read-back);
+# a batch keeps a 32-byte blake3 digest per written step, not its bytes, so size costs no memory
+BATCH_BYTES = 128 << 20
 PREFETCH = 4             # chunks read and verified ahead of the writer
 WRITE_RETRIES = 3        # rewrites of a range that reads back different
 
@@ -77,7 +79,7 @@ def restore(reader: Any, target: Any, plan: RestorePlan, *, zeros: str = "write"
         journal_path: resume journal; a re-run with the same plan continues after its last
             committed step. Removed when the restore completes.
         batch_bytes: flush, read back and journal after about this many bytes (default
-            BATCH_BYTES, or BATCH_BYTES_NO_VERIFY without read-back).
+            BATCH_BYTES).
     Raises:
         VerificationFailed: an image chunk fails its check (nothing from it on was written) or
             a range still reads back different after retries.
@@ -93,7 +95,7 @@ def restore(reader: Any, target: Any, plan: RestorePlan, *, zeros: str = "write"
         journal = RestoreJournal(journal_path, plan_fingerprint(reader, target, plan, zeros),
                                  {"target": target.identity.path, "steps": len(plan.steps)})
     writer = _Writer(target, plan, zeros, verify, only_changed, journal,
-                     batch_bytes or (BATCH_BYTES if verify else BATCH_BYTES_NO_VERIFY))
+                     batch_bytes or BATCH_BYTES, _fetcher(reader))
     writer.result.resumed_at_step = journal.committed if journal else 0
     try:
         writer.run(reader, progress)
@@ -145,12 +147,14 @@ class _Writer:
 
     def __init__(self, target: Any, plan: RestorePlan, zeros: str, verify: bool,
                  only_changed: bool, journal: RestoreJournal | None,
-                 batch_limit: int = BATCH_BYTES) -> None:
+                 batch_limit: int, fetch: Callable[[Any], bytes]) -> None:
         self.target, self.plan, self.zeros = target, plan, zeros
         self.only_changed = only_changed
         self.ss = target.sector_size
+        self.fetch = fetch
+        self.blake3_checks = False
         self.result = RestoreResult(steps_total=len(plan.steps))
-        self.verifier = _Verifier(target, verify, journal, self.result)
+        self.verifier = _Verifier(target, verify, journal, self.result, self._step_bytes)
         self.batch: list[tuple[Step, bytes | None]] = []  # written steps awaiting read-back
         self.batch_bytes = 0
         self.batch_limit = batch_limit
@@ -162,6 +166,8 @@ class _Writer:
         return self.verifier.committed
 
     def run(self, reader: Any, progress: ProgressFn | None) -> None:
+        manifest = getattr(reader, "manifest", None)
+        self.blake3_checks = getattr(manifest, "chunk_check", None) == "blake3"
         steps = self.plan.steps
         todo = [(i, s, self.plan.action(s, self.zeros)) for i, s in
                 enumerate(steps) if i >= self.committed]
@@ -169,7 +175,7 @@ class _Writer:
         if progress and skipped_bytes:
             progress(skipped_bytes)
         try:
-            for i, step, action, data in _prefetch(reader, todo):
+            for i, step, action, data in _prefetch(reader, todo, self.fetch):
                 self._do(step, action, data)
                 self.next_step = i + 1
                 if progress:
@@ -204,10 +210,25 @@ class _Writer:
             r.steps_written, r.bytes_written = r.steps_written + 1, r.bytes_written + nbytes
             written = True
         # b"" marks "nothing written, nothing to read back"; None means "zeros written" (or,
-        # without read-back, "written": the bytes are not kept)
-        kept = data if self.verifier.verify else None
+        # without read-back, "written"); else the blake3 digest of the bytes written
+        kept = self._digest(step, data) if self.verifier.verify and data is not None else None
         self.batch.append((step, kept if written else b""))
         self.batch_bytes += nbytes
+
+    def _digest(self, step: Step, data: bytes) -> bytes:
+        """blake3 of the bytes written: the image's own check value when it is one (the
+        reader verified the chunk against it before handing it over), else computed."""
+        whole = (step.offset, step.count) == (0, step.chunk.extent.count)
+        if whole and self.blake3_checks and step.chunk.check:
+            return bytes.fromhex(step.chunk.check)
+        return fast_digest(data)
+
+    def _step_bytes(self, step: Step) -> bytes:
+        """The image bytes of a step, fetched again (a read-back that differs is rewritten)."""
+        data = self.fetch(step.chunk)
+        if (step.offset, step.count) == (0, step.chunk.extent.count):
+            return data
+        return data[step.offset * self.ss:(step.offset + step.count) * self.ss]
 
     def _unchanged(self, step: Step, data: bytes | None) -> bool:
         current = self.target.read(step.target_lba, step.count)
@@ -252,10 +273,11 @@ class _Verifier:
     """
 
     def __init__(self, target: Any, verify: bool, journal: RestoreJournal | None,
-                 result: RestoreResult) -> None:
+                 result: RestoreResult, step_bytes: Callable[[Step], bytes]) -> None:
         from imager.devices.file import FileTarget
 
         self.target, self.verify, self.journal, self.result = target, verify, journal, result
+        self.step_bytes = step_bytes
         self.ss = target.sector_size
         self.committed = journal.committed if journal else 0
         overlap = isinstance(target, FileTarget)
@@ -290,13 +312,12 @@ class _Verifier:
 
     def _read_back(self, batch: list[tuple[Step, bytes | None]]) -> None:
         is_hole = getattr(self.target, "is_hole", None)
-        for step, data in batch:
-            if data == b"":
+        for step, digest in batch:
+            if digest == b"":
                 continue  # skipped: nothing was written
-            if data is None and is_hole is not None and is_hole(step.target_lba, step.count):
+            if digest is None and is_hole is not None and is_hole(step.target_lba, step.count):
                 continue  # zeroed by punching a hole: the file system guarantees zeros
-            expected = data if data is not None else zero_bytes(step.count * self.ss)
-            self._check_range(step, expected)
+            self._check_range(step, digest)
 
     def _from_medium(self, lba: int, count: int) -> bytes:
         """Read a flushed range back from the medium, not from a cache, where the target can."""
@@ -308,18 +329,23 @@ class _Verifier:
             drop(lba, count)
         return self.target.read(lba, count)
 
-    def _check_range(self, step: Step, expected: bytes) -> None:
-        for attempt in range(WRITE_RETRIES + 1):
+    def _check_range(self, step: Step, digest: bytes | None) -> None:
+        """Read the range back from the medium: equal to what was written (its digest, or zeros
+        for ``None``)? Else rewrite it (the bytes fetched from the image again) and re-check."""
+        back = self._from_medium(step.target_lba, step.count)
+        if (fast_digest(back) == digest) if digest is not None else \
+                back == zero_bytes(len(back)):
+            return
+        expected = self.step_bytes(step) if digest is not None else zero_bytes(len(back))
+        for attempt in range(1, WRITE_RETRIES + 1):
+            log.warning("LBA %d+%d read back different; rewriting (attempt %d)",
+                        step.target_lba, step.count, attempt)
+            self.target.write(step.target_lba, expected)
+            self.target.flush()
             back = self._from_medium(step.target_lba, step.count)
             if back == expected:
                 self.result.rewrites += attempt
                 return
-            if attempt == WRITE_RETRIES:
-                break
-            log.warning("LBA %d+%d read back different; rewriting (attempt %d)",
-                        step.target_lba, step.count, attempt + 1)
-            self.target.write(step.target_lba, expected)
-            self.target.flush()
         off = next(i for i, (a, b) in enumerate(zip(back, expected)) if a != b)
         lba = step.target_lba + off // self.ss
         raise VerificationFailed(
@@ -329,7 +355,22 @@ class _Verifier:
             f"{back[off]:#04x})")
 
 
-def _prefetch(reader: Any, todo: list[tuple[int, Step, str]]
+def _fetcher(reader: Any) -> Callable[[Any], bytes]:
+    """``reader.read_chunk`` made safe to call from the prefetch and read-back threads: readers
+    that say so (NativeReader: pread + a decompressor per thread) as they are, others under a
+    lock (readers need not be thread-safe)."""
+    if getattr(reader, "concurrent_read_chunk", False):
+        return reader.read_chunk
+    lock = threading.Lock()
+
+    def read_chunk(chunk: Any) -> bytes:
+        with lock:
+            return reader.read_chunk(chunk)
+
+    return read_chunk
+
+
+def _prefetch(reader: Any, todo: list[tuple[int, Step, str]], fetch: Callable[[Any], bytes]
               ) -> Iterator[tuple[int, Step, str, bytes | None]]:
     """Yield (index, step, action, data) in order, reading and verifying chunks ahead.
 
@@ -354,8 +395,7 @@ def _prefetch(reader: Any, todo: list[tuple[int, Step, str]]
                 if needs_data(ahead):
                     prev = futures.get(ahead - 1)
                     same = prev is not None and todo[ahead - 1][1].chunk == todo[ahead][1].chunk
-                    futures[ahead] = prev if same else pool.submit(reader.read_chunk,
-                                                                   todo[ahead][1].chunk)
+                    futures[ahead] = prev if same else pool.submit(fetch, todo[ahead][1].chunk)
                 ahead += 1
             data = None
             fut = futures.pop(pos, None)

@@ -197,6 +197,27 @@ def test_read_back_mismatch_is_rewritten_then_reported(image, tmp_path: Path) ->
     reader.close()
 
 
+def test_read_back_of_a_native_image_uses_its_blake3_checks(image, tmp_path: Path) -> None:
+    """Whole chunks of a blake3 image are read back against the image's own check values
+    (no digest computed on write); a corrupted landing is still found and rewritten."""
+    from imager.image.native import NativeReader
+    from tests.acquire_support import cli
+
+    src, _ = image
+    native = tmp_path / "src.imgz"
+    assert cli("acquire", str(src), str(native), "--quiet")[0] == 0
+    reader = NativeReader(str(native))
+    assert reader.manifest.chunk_check == "blake3"
+    size = src.stat().st_size
+    flaky = MemTarget(size, bad_lba=2048 + 9, bad_writes=1)
+    result = restore(reader, flaky, build_plan(reader, flaky, include_identity=True))
+    assert result.rewrites == 1 and bytes(flaky.buf) == src.read_bytes()
+    broken = MemTarget(size, bad_lba=2048 + 9, bad_writes=100)
+    with pytest.raises(VerificationFailed, match=r"first difference at LBA 2057"):
+        restore(reader, broken, build_plan(reader, broken, include_identity=True))
+    reader.close()
+
+
 def test_only_changed_writes_only_the_differing_chunks(image, tmp_path: Path) -> None:
     src, _ = image
     dst = tmp_path / "dst.img"
