@@ -1,4 +1,5 @@
-"""The kept sample of native format 1.0 (fixtures/format-samples/) must stay readable forever."""
+"""The kept samples of every native format version (fixtures/format-samples/) must stay readable
+forever."""
 
 from __future__ import annotations
 
@@ -43,3 +44,33 @@ def test_layout_of_format_1_0() -> None:
     assert all(d == 65536 for _, d, _ in sizes)
     for (c, _, ck), off in zip(sizes, [sum(s[0] for s in sizes[:i]) for i in range(count)]):
         assert struct.unpack_from("<I", blob, off + c - 4)[0] == ck  # frame checksum == entry
+
+
+SAMPLE_1_1 = FIXTURES / "format-samples" / "native-v1.1.imgz"   # the same source, format 1.1
+
+
+def test_format_1_1_sample_reads_and_its_blake3_checks_equal_b3sum() -> None:
+    import subprocess
+
+    from formats.extent import Kind
+    from tests.conftest import need_tool
+
+    need_tool("b3sum", "zstd")
+    assert zstd_d_sha256(SAMPLE_1_1) == SOURCE_SHA256
+    raw = subprocess.run(["zstd", "-d", "-q", "-c", str(SAMPLE_1_1)], check=True,
+                         capture_output=True).stdout
+    with NativeReader(str(SAMPLE_1_1)) as reader:
+        assert reader.manifest.version == (1, 1) and reader.manifest.chunk_check == "blake3"
+        assert reader.hashes == {"md5": SOURCE_MD5, "sha256": SOURCE_SHA256}
+        assert verify_image(reader).ok
+        data = [c for c in reader.chunks() if c.extent.kind is Kind.DATA]
+        assert data
+        for c in data:
+            piece = raw[c.extent.start_lba * 512:c.extent.end_lba * 512]
+            want = subprocess.run(["b3sum", "--no-names"], input=piece, check=True,
+                                  capture_output=True).stdout.decode().split()[0]
+            assert c.check == want
+        assert [(p.name, p.first_lba, p.last_lba) for p in image_partitions(reader)] == [
+            ("data", 40, 1023), ("erased", 1024, 2014)]
+    assert cli("verify", "--quiet", str(SAMPLE_1_1))[0] == 0
+
