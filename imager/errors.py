@@ -67,6 +67,11 @@ class WriteError(DeviceError):
         self.lba, self.count, self.reason, self.errno = lba, count, reason, errno
 
 
+class SourceChanged(DeviceError):
+    """The source gave other bytes when the same range was read again (a live, changing
+    source): what was acquired would not be one consistent copy."""
+
+
 class DeviceGone(DeviceError):
     """The device disappeared (ENODEV/ENXIO, USB unplugged)."""
 

@@ -20,16 +20,17 @@ from typing import Any
 
 from formats.extent import Extent, Kind, merge
 from formats.manifest import KindRun, runs_append
-from imager.errors import ImagerError, Interrupted, ReadError
+from imager.errors import ImagerError, Interrupted, ReadError, SourceChanged
 from imager.hashing import CHUNK_CHECK, MultiHash, chunk_digest, classify, constant, zeros
 from imager.journal import Journal, maybe_kill
 from imager.plan import ChunkTask, Plan
 
 log = logging.getLogger(__name__)
 Progress = Callable[[int, int, str], None]
-BUFFER_BUDGET = 64 << 20   # DATA chunk buffers in flight (read, not yet written and hashed)
+BUFFER_BUDGET = 32 << 20   # DATA chunk buffers in flight (read, not yet written and hashed)
 WORKER_NICE = 5            # workers yield to the sequential whole-image hasher
-LEAD = 256                 # chunks the reader may run ahead of the writer (constants are shared)
+WINDOW = 16                # chunks a worker may start ahead of the writer
+LEAD = 512                 # chunks the reader may run ahead of the writer (constants are shared)
 
 
 @dataclass
@@ -43,7 +44,7 @@ class ChunkResult:
     data: bytes
     unread: list[Extent]
     encoded: bytes | None = None
-    lease: _Lease | None = None
+    release: Callable[[], None] | None = None   # gives back the chunk's buffer budget
 
 
 @dataclass
@@ -132,20 +133,33 @@ def process(task: ChunkTask, data: bytes, unread: list[Extent], check_algo: str,
 
 
 class _Lease:
-    """A DATA chunk's buffer's share of the memory budget: given back once the writer and
-    every whole-image hasher (``parties`` in all) are done with it."""
+    """A DATA chunk's buffer's share of a memory budget: ``release`` is called once all
+    ``parties`` (the writer, each whole-image hasher) are done with the buffer."""
 
-    __slots__ = ("_budget", "_left", "_lock")
+    __slots__ = ("_left", "_lock", "_release")
 
-    def __init__(self, budget: threading.Semaphore, parties: int) -> None:
-        self._budget, self._left, self._lock = budget, parties, threading.Lock()
+    def __init__(self, release: Callable[[], None], parties: int) -> None:
+        self._release, self._left, self._lock = release, parties, threading.Lock()
 
     def done(self) -> None:
         with self._lock:
             self._left -= 1
             last = self._left == 0
         if last:
-            self._budget.release()
+            self._release()
+
+
+@dataclass
+class _Item:
+    """One read chunk on its way to the workers (``data`` None: the worker reads it again)."""
+
+    task: ChunkTask
+    data: bytes | None
+    unread: list[Extent]
+    kind: Kind
+    fill: int | None
+    release: Callable[[], None] | None = None   # once written (the worker's copy)
+    expect: str | None = None                   # check value of the hashed copy (re-read)
 
 
 class _Pool:
@@ -153,12 +167,21 @@ class _Pool:
 
     The reader reads and classifies chunks in order and hands each to the hashers (one thread
     per whole-image algorithm, each fed in order: md5, sha1 and sha256 run side by side) and to
-    the workers (blake3 + compression). A constant chunk (ZERO, FILL, UNREAD, holes of
-    a sparse source file) travels as a shared buffer, so the reader may run up to ``lead``
-    chunks ahead of the writer through empty areas: the hasher then works through zeros while
-    the workers compress the data after them (the hasher's sequential sha256 is the floor of a
-    hashed acquisition, so it must never wait). Memory is bounded by ``budget`` DATA buffers
-    (held until written and hashed) and ``lead`` chunk records, never by the device size.
+    the workers (blake3 + compression). The hashers' sequential pass over every byte is the
+    floor of a hashed acquisition, so they must never wait for compression:
+
+    - a constant chunk (ZERO, FILL, UNREAD, a hole of a sparse source file) travels as a shared
+      buffer, so the reader may run up to ``lead`` chunks ahead of the writer through empty
+      areas while the workers compress the data before them;
+    - a DATA buffer is held until both written and hashed (``budget`` buffers at most). A
+      source whose re-reads are cheap (a regular file: the page cache) does not wait for that
+      budget: the hashers get the buffer (``hash_slots`` at most waiting for them) and a
+      worker reads the chunk again later, its check value compared with the hashed copy's
+      (a difference is SourceChanged, never a silent mismatch of image and hash);
+    - a worker does not start a chunk more than ``WINDOW`` chunks ahead of the writer, so a
+      writer waiting on fsync cannot make finished chunks pile up.
+
+    Memory is bounded by those counts, never by the device size.
     """
 
     def __init__(self, source: Any, plan: Plan, start: int, *, workers: int, budget: int,
@@ -168,10 +191,13 @@ class _Pool:
         self.retries, self.check_algo, self.encode = retries, check_algo, encode
         self.hasher = hasher
         self.budget = threading.Semaphore(budget)
+        self.reread = bool(getattr(source, "reread_is_cheap", False))
+        self.hash_slots = threading.Semaphore(max(2, budget // 2))
         self.ahead = threading.Semaphore(lead)
         self.work: queue.Queue[Any] = queue.Queue()
         self.hash_queues: list[queue.Queue[Any]] = [queue.Queue() for _ in hasher.parts()]
         self.results: dict[int, ChunkResult] = {}
+        self.writer_at = start  # the chunk the writer takes next
         self.cond = threading.Condition()
         self.error: BaseException | None = None
         self.failed_at: int | None = None  # chunks before it are still delivered
@@ -197,8 +223,8 @@ class _Pool:
         for _ in self.threads:
             self.work.put(None)
         for _ in range(len(self.threads)):
-            self.ahead.release()
-            self.budget.release()
+            for sem in (self.ahead, self.budget, self.hash_slots):
+                sem.release()
         for t in self.threads:
             t.join(timeout=30)
 
@@ -210,23 +236,37 @@ class _Pool:
                 self.failed_at = index
             self.cond.notify_all()
 
-    def _next(self, task: ChunkTask, known_zero: Any) -> tuple[Any, ...] | None:
-        """Read and classify one chunk: (task, data, unread, kind, fill, lease)."""
+    def _next(self, task: ChunkTask, known_zero: Any
+              ) -> tuple[_Item, bytes, Callable[[], None] | None] | None:
+        """Read and classify one chunk: its work item, the bytes to hash and what the hasher
+        releases once they are hashed."""
         nbytes = task.extent.count * self.source.sector_size
         if not task.reads:
-            return task, zeros(nbytes), [], Kind.NOT_ACQUIRED, None, None
+            return _Item(task, zeros(nbytes), [], Kind.NOT_ACQUIRED, None), zeros(nbytes), None
         if known_zero is not None and task.reads == (task.extent,) \
                 and known_zero(task.extent.start_lba, task.extent.count):
-            return task, zeros(nbytes), [], Kind.ZERO, None, None  # a hole: zeros, unread
-        self.budget.acquire()
+            return _Item(task, zeros(nbytes), [], Kind.ZERO, None), zeros(nbytes), None  # hole
+        held = self.hash_slots if self.reread else self.budget
+        held.acquire()
         if self.stop.is_set():
             return None
         data, unread = read_task(self.source, task, self.retries, self.policy)
         kind, fill = classify_task(task, data, unread)
-        if kind is Kind.DATA:
-            return task, data, unread, kind, fill, _Lease(self.budget, 1 + len(self.hash_queues))
-        self.budget.release()  # the same bytes as a shared constant buffer
-        return task, constant(nbytes, fill), unread, kind, fill, None
+        if kind is not Kind.DATA:
+            held.release()  # the same bytes as a shared constant buffer
+            same = constant(nbytes, fill)
+            return _Item(task, same, unread, kind, fill), same, None
+        hashers = len(self.hash_queues)
+        if not self.reread:
+            lease = _Lease(self.budget.release, 1 + hashers)
+            return _Item(task, data, unread, kind, fill, lease.done), data, lease.done
+        hashed = _Lease(held.release, hashers).done
+        if unread:  # never read twice what failed once: wait for room instead
+            self.budget.acquire()
+        elif not self.budget.acquire(blocking=False):
+            expect = chunk_digest(self.check_algo, data)
+            return _Item(task, None, [], kind, fill, None, expect), data, hashed
+        return _Item(task, data, unread, kind, fill, self.budget.release), data, hashed
 
     def _reader(self) -> None:
         index = self.start
@@ -237,11 +277,12 @@ class _Pool:
                 self.ahead.acquire()
                 if self.stop.is_set():
                     return
-                item = self._next(task, known_zero)
-                if item is None:
+                got = self._next(task, known_zero)
+                if got is None:
                     return
+                item, data, hashed = got
                 for q in self.hash_queues:
-                    q.put((item[1], item[5]))
+                    q.put((data, hashed))
                 self.work.put(item)
         except BaseException as err:  # noqa: BLE001 -- travels to the writer, re-raised there
             self._fail(err, index)
@@ -249,11 +290,11 @@ class _Pool:
     def _hash(self, h: Any, q: queue.Queue[Any]) -> None:
         """One whole-image hash, fed in chunk order (hashlib releases the GIL)."""
         while (item := q.get()) is not None:
-            data, lease = item
+            data, hashed = item
             if not self.stop.is_set():
                 h.update(data)
-            if lease is not None:
-                lease.done()
+            if hashed is not None:
+                hashed()
 
     def finish_hash(self) -> None:
         """Wait until every chunk handed to the hashers is hashed."""
@@ -268,15 +309,50 @@ class _Pool:
             item = self.work.get()
             if item is None:
                 return
-            try:
-                result = finish(*item[:5], self.check_algo, self.encode)
-            except BaseException as err:  # noqa: BLE001 -- travels to the writer, re-raised there
-                self._fail(err, item[0].index)
+            if not self._wait_for_window(item.task.index):
                 return
-            result.lease = item[5]
+            try:
+                result = self._process(item)
+            except BaseException as err:  # noqa: BLE001 -- travels to the writer, re-raised there
+                self._fail(err, item.task.index)
+                return
             with self.cond:
                 self.results[result.task.index] = result
                 self.cond.notify_all()
+
+    def _wait_for_window(self, index: int) -> bool:
+        """Hold a chunk more than WINDOW ahead of the writer until the writer gets closer.
+
+        Never deadlocks: workers take chunks in order, so the chunk the writer waits for is
+        always held by a worker that is inside the window (or already finished). False when
+        the pool is stopping.
+        """
+        with self.cond:
+            while index > self.writer_at + WINDOW:
+                if self.stop.is_set():
+                    return False
+                self.cond.wait(0.5)
+        return True
+
+    def _process(self, item: _Item) -> ChunkResult:
+        data = item.data
+        if data is None:  # the hasher had the only copy: read it again, it must be the same
+            ext = item.task.extent
+            try:
+                data = self.source.read(ext.start_lba, ext.count)
+            except ReadError as err:
+                raise SourceChanged(f"LBA {ext.start_lba}+{ext.count} read once, then failed "
+                                    f"when read again ({err})") from err
+        result = finish(item.task, data, item.unread, item.kind, item.fill, self.check_algo,
+                        self.encode)
+        if item.expect is not None and result.check != item.expect:
+            ext = item.task.extent
+            raise SourceChanged(f"LBA {ext.start_lba}+{ext.count} read differently the second "
+                                "time: the source is changing under the acquisition")
+        if result.encoded is not None:
+            result.data = b""  # the writer needs only the encoded form; hashed already
+        result.release = item.release
+        return result
 
     def take(self, index: int) -> ChunkResult:
         """Wait for chunk ``index``; re-raise a reader/worker failure.
@@ -285,6 +361,8 @@ class _Pool:
         that was read before a device vanished.
         """
         with self.cond:
+            self.writer_at = index
+            self.cond.notify_all()
             while index not in self.results:
                 if self.error is not None and (self.failed_at is None
                                                or index >= self.failed_at):
@@ -344,9 +422,9 @@ class Writer:
             self.sink.write(ext, result.data if result.kind is Kind.DATA else None)
         maybe_kill("chunk", result.task.index)
         result.data, result.encoded = b"", None  # the batch keeps records, not buffers
-        if result.lease is not None:
-            result.lease.done()
-            result.lease = None
+        if result.release is not None:
+            result.release()
+            result.release = None
         if len(self._pending) >= self.batch_chunks \
                 or time.monotonic() - self._last >= self.batch_seconds:
             self.commit()

@@ -15,7 +15,7 @@ import pytest
 from formats.extent import Extent, Kind
 from imager.acquisition import AcquireRequest, run_acquire
 from imager.devices.base import BaseSource, Identity
-from imager.errors import DeviceGone, Interrupted, UsageError
+from imager.errors import DeviceGone, Interrupted, SourceChanged, UsageError
 from imager.hashing import CHUNK_CHECK, MultiHash, classify
 from imager.image.native import NativeReader, NativeSink
 from imager.pipeline import Progressed, Writer, acquire
@@ -205,3 +205,68 @@ def test_verify_checks_recorded_table_sectors(tmp_path: Path) -> None:
     bad = run_pipeline(FakeSource(data), tmp_path / "b.imgz", table_sectors=((3, data[1024:2048]),))
     with bad:
         assert [b[:3] for b in verify_image(bad).bad_chunks] == [(-1, 3, 2)]
+
+
+class CachedFakeSource(FakeSource):
+    """A FakeSource that says re-reads are cheap (as a regular file does); ``changing``: every
+    second read of a chunk returns other bytes (a source changing under the acquisition)."""
+
+    reread_is_cheap = True
+
+    def __init__(self, data: bytes, changing: bool = False) -> None:
+        super().__init__(data)
+        self.changing = changing
+
+    def _read(self, lba: int, count: int) -> bytes:
+        data = super()._read(lba, count)
+        if self.changing and self.reads.count(lba) > 1:
+            return bytes([data[0] ^ 1]) + data[1:]
+        return data
+
+
+def test_chunks_the_hasher_read_alone_are_read_again_and_land_exactly(tmp_path: Path) -> None:
+    rng = random.Random(5)
+    data = b"".join(rng.randbytes(256 * 512) if i % 3 else bytes(256 * 512) for i in range(40))
+    src = CachedFakeSource(data)
+    with run_pipeline(src, tmp_path / "i.imgz", depth=1) as reader:
+        assert reader.read(0, src.sector_count) == data
+        assert reader.hashes["sha256"] == hashlib.sha256(data).hexdigest()
+        assert verify_image(reader).ok
+    again = [lba for lba in set(src.reads) if src.reads.count(lba) > 1]
+    assert again  # with a budget of one buffer, the workers re-read most DATA chunks
+    assert all(data[lba * 512:(lba + 256) * 512] != bytes(256 * 512) for lba in again)
+
+
+def test_a_source_that_changes_between_the_two_reads_is_refused(tmp_path: Path) -> None:
+    data = random.Random(6).randbytes(40 * 256 * 512)
+    src = CachedFakeSource(data, changing=True)
+    with pytest.raises(SourceChanged, match=r"read differently the second time") as info:
+        run_pipeline(src, tmp_path / "i.imgz", depth=1)
+    lba = int(str(info.value).split("LBA ")[1].split("+")[0])
+    assert src.reads.count(lba) == 2  # the chunk named is one that was read twice
+
+
+def test_workers_stay_within_the_window_of_a_slow_writer(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    import imager.pipeline as pl
+
+    monkeypatch.setattr(pl, "WINDOW", 2)
+    ahead_of_writer = []
+    real_process, real_write = pl._Pool._process, NativeSink.write_encoded
+
+    def spy(self: pl._Pool, item: object) -> object:
+        ahead_of_writer.append(item.task.index - self.writer_at)  # type: ignore[attr-defined]
+        return real_process(self, item)
+
+    def slow(self: NativeSink, ext: Extent, frame: bytes) -> None:
+        time.sleep(0.005)  # a writer stalled on its disk: finished chunks must not pile up
+        real_write(self, ext, frame)
+
+    monkeypatch.setattr(pl._Pool, "_process", spy)
+    monkeypatch.setattr(NativeSink, "write_encoded", slow)
+    data = random.Random(7).randbytes(40 * 256 * 512)
+    with run_pipeline(CachedFakeSource(data), tmp_path / "i.imgz", depth=1) as reader:
+        assert reader.read(0, 40 * 256) == data
+    assert max(ahead_of_writer) == 2  # the window was reached, never passed

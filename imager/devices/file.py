@@ -119,6 +119,12 @@ class FileSource(BaseSource, _FdDevice):
     def _read(self, lba: int, count: int) -> bytes:
         return os.pread(self.fd, count * self.sector_size, lba * self.sector_size)
 
+    @property
+    def reread_is_cheap(self) -> bool:
+        """A regular file is read through the page cache: reading a chunk again soon costs a
+        memory copy, not device I/O (the acquire pipeline relies on it; block devices: no)."""
+        return self.identity.kind == "file"
+
     def known_zero(self, lba: int, count: int) -> bool:
         """True when the whole range is a hole of a regular file: it reads as zeros, so the
         pipeline need not read it (a file system without hole reporting says "data"
