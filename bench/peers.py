@@ -119,6 +119,7 @@ def _ram() -> str:
 
 def machine() -> dict[str, str]:
     """What the numbers were measured on (for docs/BENCHMARKS.md)."""
+    import blake3
     import construct
     import zstandard
 
@@ -127,7 +128,8 @@ def machine() -> dict[str, str]:
             "python": sys.version.split()[0],
             "zstandard": f"{zstandard.__version__} ({zstandard.backend}, libzstd "
                          f"{'.'.join(map(str, zstandard.ZSTD_VERSION))})",
-            "construct": construct.__version__, "openssl": _openssl(),
+            "construct": construct.__version__, "blake3": blake3.__version__,
+            "openssl": _openssl(),
             "load": " ".join(f"{x:.2f}" for x in os.getloadavg())}
 
 
