@@ -261,7 +261,9 @@ class _Pool:
             lease = _Lease(self.budget.release, 1 + hashers)
             return _Item(task, data, unread, kind, fill, lease.done), data, lease.done
         hashed = _Lease(held.release, hashers).done
-        if unread:  # never read twice what failed once: wait for room instead
+        if unread or task.reads != (task.extent,):
+            # never read twice what failed once, and a chunk with skipped (not acquired) parts
+            # is not one plain read: wait for room instead
             self.budget.acquire()
         elif not self.budget.acquire(blocking=False):
             expect = chunk_digest(self.check_algo, data)

@@ -270,3 +270,26 @@ def test_workers_stay_within_the_window_of_a_slow_writer(tmp_path: Path,
     with run_pipeline(CachedFakeSource(data), tmp_path / "i.imgz", depth=1) as reader:
         assert reader.read(0, 40 * 256) == data
     assert max(ahead_of_writer) == 2  # the window was reached, never passed
+
+
+def test_chunks_with_excluded_parts_are_never_read_again_whole(tmp_path: Path) -> None:
+    """A chunk holding both an acquired and an excluded range is not one plain read: its
+    excluded bytes must stay out of the image (a whole-chunk re-read once put them in)."""
+    data = random.Random(8).randbytes(20480 * 512)
+    src = CachedFakeSource(data)
+    plan = build_plan(20480, 512, 1536, TABLE, exclude=("user*",))  # chunks straddle userdata
+    sink = NativeSink(str(tmp_path / "i.imgz"), sector_size=512, sector_count=20480,
+                      chunk_sectors=1536)
+    writer = Writer(sink, MultiHash(("sha256",)), Progressed())
+    done = acquire(src, sink, plan, writer=writer, depth=1)
+    expect = bytearray(data)
+    for start, count in plan.not_acquired():
+        expect[start * 512:(start + count) * 512] = bytes(count * 512)
+    from formats.manifest import Manifest
+
+    sink.finalize(Manifest(512, 20480, 1536, tuple(done.runs), tuple(done.checks),
+                           chunk_check=CHUNK_CHECK, hashes=writer.hasher.hexdigests()))
+    with NativeReader(str(tmp_path / "i.imgz")) as reader:
+        assert reader.read(0, 20480) == bytes(expect)
+        assert reader.hashes["sha256"] == hashlib.sha256(expect).hexdigest()
+        assert verify_image(reader).ok
