@@ -94,6 +94,8 @@ def restore(reader: Any, target: Any, plan: RestorePlan, *, zeros: str = "write"
     if journal_path is not None:
         journal = RestoreJournal(journal_path, plan_fingerprint(reader, target, plan, zeros),
                                  {"target": target.identity.path, "steps": len(plan.steps)})
+    if hasattr(target, "direct_writes"):
+        target.direct_writes = True  # no page-cache copy of gigabytes that are not read again
     writer = _Writer(target, plan, zeros, verify, only_changed, journal,
                      batch_bytes or BATCH_BYTES, _fetcher(reader))
     writer.result.resumed_at_step = journal.committed if journal else 0

@@ -142,28 +142,69 @@ def test_read_from_medium_bypasses_a_stale_page_cache(tmp_path: Path) -> None:
             target.close()
 
 
-def test_read_from_medium_falls_back_where_o_direct_is_refused(
+def refuse_o_direct(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make every O_DIRECT open fail as a file system without O_DIRECT does (EINVAL)."""
+    real_open = os.open
+
+    def no_direct(p: object, flags: int, *a: object) -> int:
+        if flags & os.O_DIRECT:
+            raise OSError(22, "Invalid argument")
+        return real_open(p, flags, *a)
+
+    monkeypatch.setattr(os, "open", no_direct)
+
+
+def cached_bytes(path: Path) -> int:
+    """What util-linux fincore says of a file's pages in the page cache."""
+    need_tool("fincore")
+    out = subprocess.run(["fincore", "--bytes", "--noheadings", "--raw", "-o", "RES", str(path)],
+                         check=True, capture_output=True, text=True).stdout
+    return int(out.split()[0])
+
+
+@pytest.mark.parametrize("direct", [False, True])
+def test_direct_writes_leave_nothing_in_the_page_cache(tmp_path: Path, direct: bool) -> None:
+    from imager.devices.file import FileTarget
+
+    path = tmp_path / "t.img"
+    with open(path, "wb") as f:
+        f.truncate(16 * MiB)                  # a hole: nothing of it in the page cache
+    assert cached_bytes(path) == 0
+    payload = os.urandom(12 * MiB)            # longer than one 8 MiB O_DIRECT piece
+    target = FileTarget(str(path))
+    try:
+        target.direct_writes = direct
+        target.write(2048 + 8, payload)       # an odd 512-byte offset: fine for O_DIRECT here
+        target.flush()
+        assert target.read_from_medium(2048 + 8, len(payload) // 512) == payload
+    finally:
+        target.close()
+    if direct:
+        assert cached_bytes(path) == 0         # straight to the medium, no page-cache copy
+    else:
+        assert cached_bytes(path) >= len(payload) - 4096
+    data = path.read_bytes()
+    assert data[(2048 + 8) * 512:(2048 + 8) * 512 + len(payload)] == payload
+    assert data[:(2048 + 8) * 512] == bytes((2048 + 8) * 512)
+
+
+def test_o_direct_writes_and_read_back_fall_back_where_refused(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from imager.devices.file import FileTarget
 
     path = tmp_path / "t.img"
     path.write_bytes(bytes(MiB))
-    real_open = os.open
-
-    def no_direct(p: object, flags: int, *a: object) -> int:
-        if flags & os.O_DIRECT:
-            raise OSError(22, "Invalid argument")  # what a file system without O_DIRECT says
-        return real_open(p, flags, *a)
-
-    monkeypatch.setattr(os, "open", no_direct)
+    refuse_o_direct(monkeypatch)
     target = FileTarget(str(path))
     try:
-        target.write(8, b"\x11" * 1024)
+        target.direct_writes = True
+        target.write(3, b"\x42" * 2048)
         target.flush()
-        assert target.read_from_medium(8, 2) == b"\x11" * 1024
-        assert target.read_from_medium(0, 8) == bytes(4096)
+        assert target.read_from_medium(3, 4) == b"\x42" * 2048
+        assert target.read_from_medium(0, 3) == bytes(1536)
     finally:
         target.close()
+    assert path.read_bytes()[3 * 512:3 * 512 + 2048] == b"\x42" * 2048
 
 
 def test_parallel_hash_equals_the_tools_and_leaves_no_thread(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ import mmap
 import os
 import stat
 import struct
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -159,18 +160,52 @@ class FileTarget(BaseTarget, _FdDevice):
         self.fd, ss, identity = self._open(path, flags, sector_size)
         super().__init__(ss, identity.size_bytes // ss, identity)
         self.is_block = identity.kind == "block"
-        self._direct = "untried"   # O_DIRECT read-back: untried, works, refused
+        self._direct = "untried"   # O_DIRECT (read-back, direct_writes): untried, works, refused
+        self.direct_writes = False   # restore turns it on: no page-cache copy of what it writes
         self._direct_fd: int | None = None
-        self._direct_buf: mmap.mmap | None = None
+        self._direct_lock = threading.Lock()
+        self._direct_local = threading.local()
 
     def _read(self, lba: int, count: int) -> bytes:
         return os.pread(self.fd, count * self.sector_size, lba * self.sector_size)
 
     def _write(self, lba: int, data: memoryview) -> None:
         offset = lba * self.sector_size
+        if self.direct_writes and self._direct != "refused":
+            try:
+                self._write_direct(offset, data)
+                self._direct = "works"
+                return
+            except OSError as err:
+                if err.errno != errno.EINVAL:
+                    raise
+                self._refuse_direct(err)  # the same bytes go through the page cache below
         while len(data):
             n = os.pwrite(self.fd, data, offset)
             data, offset = data[n:], offset + n
+
+    def _write_direct(self, offset: int, data: memoryview) -> None:
+        fd, buf = self._direct_io()
+        with memoryview(buf) as view:
+            while len(data):
+                piece = min(len(data), DIRECT_PIECE)
+                view[:piece] = data[:piece]
+                done = 0
+                while done < piece:
+                    done += os.pwritev(fd, [view[done:piece]], offset + done)
+                data, offset = data[piece:], offset + piece
+
+    def _direct_io(self) -> tuple[int, mmap.mmap]:
+        """A second descriptor of the same open file with O_DIRECT, and this thread's aligned
+        buffer (the restore writer and its read-back thread use the target at once)."""
+        with self._direct_lock:
+            if self._direct_fd is None:
+                self._direct_fd = os.open(f"/proc/self/fd/{self.fd}",
+                                          os.O_RDWR | os.O_DIRECT | os.O_CLOEXEC)
+        buf = getattr(self._direct_local, "buf", None)
+        if buf is None:
+            buf = self._direct_local.buf = mmap.mmap(-1, DIRECT_PIECE)  # page-aligned
+        return self._direct_fd, buf
 
     def flush(self) -> None:
         os.fsync(self.fd)
@@ -225,37 +260,37 @@ class FileTarget(BaseTarget, _FdDevice):
                 if err.errno in GONE_ERRNOS:
                     raise DeviceGone(f"{self.identity.path}: device gone ({err.strerror})"
                                      ) from err
-                if err.errno != errno.EINVAL or self._direct == "works":
+                if err.errno != errno.EINVAL:
                     raise ReadError(lba, count, err.strerror or str(err), err.errno) from err
-                log.debug("%s: O_DIRECT refused (%s); dropping cached pages instead",
-                          self.identity.path, err.strerror)
-                self._direct = "refused"
-                self._close_direct()
+                self._refuse_direct(err)
         self.drop_cache(lba, count)
         return self.read(lba, count)
 
     def _read_direct(self, offset: int, size: int) -> bytes:
-        if self._direct_fd is None:
-            self._direct_fd = os.open(f"/proc/self/fd/{self.fd}",
-                                      os.O_RDONLY | os.O_DIRECT | os.O_CLOEXEC)
-            self._direct_buf = mmap.mmap(-1, DIRECT_PIECE)  # page-aligned, as O_DIRECT needs
+        fd, buf = self._direct_io()
         parts, end = [], offset + size
-        with memoryview(self._direct_buf) as view:
+        with memoryview(buf) as view:
             while offset < end:
-                n = os.preadv(self._direct_fd, [view[:min(DIRECT_PIECE, end - offset)]], offset)
+                n = os.preadv(fd, [view[:min(DIRECT_PIECE, end - offset)]], offset)
                 if n <= 0:
                     raise OSError(errno.EIO, f"read stopped at byte {offset}")
                 parts.append(bytes(view[:n]))
                 offset += n
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
+    def _refuse_direct(self, err: OSError) -> None:
+        """EINVAL: the file system or this geometry takes no O_DIRECT (tmpfs, a 512-byte
+        offset on a 4096-byte device): use the page cache from now on."""
+        log.debug("%s: O_DIRECT refused (%s); using the page cache", self.identity.path,
+                  err.strerror)
+        self._direct = "refused"  # the descriptor stays open until close(): another thread
+
     def _close_direct(self) -> None:
-        if self._direct_fd is not None:
-            os.close(self._direct_fd)
-            self._direct_fd = None
-        if self._direct_buf is not None:
-            self._direct_buf.close()
-            self._direct_buf = None
+        with self._direct_lock:
+            if self._direct_fd is not None:
+                os.close(self._direct_fd)
+                self._direct_fd = None
+        self._direct_local = threading.local()  # other threads' buffers go with their refs
 
     def zero_out(self, lba: int, count: int) -> None:
         off, length = lba * self.sector_size, count * self.sector_size
