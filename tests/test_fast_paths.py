@@ -225,3 +225,39 @@ def test_parallel_hash_equals_the_tools_and_leaves_no_thread(tmp_path: Path) -> 
         h.update(b"x")
         raise RuntimeError("the caller fails half-way")
     assert threading.active_count() == before
+
+
+@pytest.mark.parametrize("refused", [False, True])
+def test_direct_appender_writes_the_stream_exactly(tmp_path: Path, refused: bool,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pieces of odd sizes across the 8 MiB gather buffer, syncs at odd places, a restart in
+    the middle of a block: the file is the concatenation, and little of it was cached."""
+    import random
+
+    from imager.directio import PIECE, DirectAppender
+
+    if refused:
+        refuse_o_direct(monkeypatch)
+    rng = random.Random(3)
+    path = tmp_path / "stream"
+    pieces = [rng.randbytes(rng.choice((1, 511, 4096, 70001, 3 << 20, PIECE + 5)))
+              for _ in range(12)]
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL)
+    out = DirectAppender(fd, 0)
+    for i, piece in enumerate(pieces[:8]):
+        out.append(piece)
+        if i in (2, 5):
+            out.sync()
+    out.sync()
+    out.close()
+    end = sum(map(len, pieces[:8]))
+    assert os.fstat(fd).st_size == end and end % 4096  # the restart below is mid-block
+    out = DirectAppender(fd, end)
+    for piece in pieces[8:]:
+        out.append(piece)
+    out.sync()
+    out.close()
+    os.close(fd)
+    if not refused:
+        assert cached_bytes(path) <= 4 * 4096  # at most the blocks of the synced tails
+    assert path.read_bytes() == b"".join(pieces)

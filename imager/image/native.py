@@ -31,6 +31,7 @@ from formats.zstdframe import (
     parse_skippable,
     seek_table_size,
 )
+from imager.directio import DirectAppender
 from imager.durable import fsync_parent
 from imager.errors import BadInput
 from imager.image.base import Chunk
@@ -85,6 +86,7 @@ class NativeSink:
         self.fd = _fd
         self.offset = os.lseek(self.fd, 0, os.SEEK_END)
         self.frames_end = self.offset  # end of the last complete frame: what a journal may cite
+        self.out = DirectAppender(self.fd, self.offset)  # no page-cache copy of the image
 
     @classmethod
     def reopen(cls, path: str, offset: int, **kw: Any) -> NativeSink:
@@ -155,27 +157,25 @@ class NativeSink:
                              f"got {extent.start_lba}")
         if os.environ.get(KILL_ENV) == f"torn:{index}":  # test hook: a half-written frame
             self._write_all(frame[: len(frame) // 2])
-            os.fsync(self.fd)
+            self.out.sync()
             maybe_kill("torn", index)
         if self.offset != self.frames_end:  # a failed write left a partial frame: cut it
+            self.out.close()
             os.ftruncate(self.fd, self.frames_end)
-            os.lseek(self.fd, self.frames_end, os.SEEK_SET)
             self.offset = self.frames_end
+            self.out = DirectAppender(self.fd, self.offset)
         self._write_all(frame)
         self.frames_end = self.offset
         self.entries.append(SeekEntry(len(frame), extent.count * self.sector_size,
                                       int.from_bytes(frame[-4:], "little")))
 
     def _write_all(self, data: bytes) -> None:
-        view = memoryview(data)
-        while len(view):
-            n = os.write(self.fd, view)
-            view = view[n:]
-            self.offset += n
+        self.out.append(data)
+        self.offset += len(data)
 
     def checkpoint(self) -> dict[str, Any]:
-        """fsync; the state a journal line records."""
-        os.fsync(self.fd)
+        """Everything appended durable (written out, fsynced); the state a journal records."""
+        self.out.sync()
         return {"offset": self.frames_end, "chunks": len(self.entries)}
 
     def finalize(self, manifest: Manifest) -> None:
@@ -183,11 +183,18 @@ class NativeSink:
         self._write_all(build_skippable(MANIFEST_TAG + manifest.to_json(), MANIFEST_NIBBLE))
         maybe_kill("finalize", 1)
         self._write_all(build_seek_table(self.entries, with_checksums=True))
-        os.fsync(self.fd)
+        self.out.sync()
         maybe_kill("finalize", 2)
         self.close()
 
     def close(self) -> None:
+        """Close the file; what was appended is handed to the kernel first (not fsynced)."""
+        if self.fd >= 0:
+            try:
+                self.out.flush()
+            except OSError as err:  # closing after a failed write: the journal decides anyway
+                log.warning("%s: could not write the last frames out: %s", self.path, err)
+        self.out.close()
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
