@@ -75,6 +75,20 @@ class DirectAppender:
             if self.used == PIECE:
                 self._write_direct(PIECE)
 
+    def patch(self, offset: int, data: bytes | memoryview) -> None:
+        """Overwrite bytes already appended (a header filled in once its length is known):
+        in the buffer where they still are, through the page cache where they are written."""
+        view = memoryview(data)
+        if offset < 0 or offset + len(view) > self.end:
+            raise ValueError(f"patch of {len(view)} bytes at {offset} is past the end {self.end}")
+        if self.buf is not None and offset + len(view) > self.base:
+            cut = max(self.base - offset, 0)
+            start = offset + cut - self.base
+            self.buf[start:start + len(view) - cut] = view[cut:]
+            view = view[:cut]
+        if len(view):
+            self._write_through(view, offset)
+
     def flush(self) -> None:
         """Hand everything appended to the kernel (aligned part O_DIRECT, tail via the cache):
         it survives the process, as written data does."""

@@ -255,9 +255,17 @@ def test_direct_appender_writes_the_stream_exactly(tmp_path: Path, refused: bool
     out = DirectAppender(fd, end)
     for piece in pieces[8:]:
         out.append(piece)
+    want = bytearray(b"".join(pieces))
+    # headers filled in later: in written blocks, in the buffer, and straddling the two
+    for at in (0, 5000, out.base - 3, out.base + 7, out.end - 12):
+        out.patch(at, b"PATCHED!" + at.to_bytes(4, "little"))
+        want[at:at + 12] = b"PATCHED!" + at.to_bytes(4, "little")
+    with pytest.raises(ValueError):
+        out.patch(out.end - 4, b"too long")
     out.sync()
     out.close()
     os.close(fd)
+    pieces = [bytes(want)]
     if not refused:
         assert cached_bytes(path) <= 4 * 4096  # at most the blocks of the synced tails
     assert path.read_bytes() == b"".join(pieces)

@@ -18,6 +18,7 @@ from formats.sparse import (
     build_sparse_header,
     crc32_repeat,
 )
+from imager.directio import DirectAppender
 from imager.errors import UsageError
 
 MAX_RAW_BYTES = 64 << 20       # longest RAW chunk written (bootloaders buffer per chunk)
@@ -33,11 +34,13 @@ class SparsePiece:
     def __init__(self, path: str, blk_sz: int, total_blks: int, crc: bool,
                  overwrite: bool) -> None:
         self.path, self.blk_sz, self.total_blks = path, blk_sz, total_blks
+        flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | (os.O_TRUNC if overwrite else os.O_EXCL)
         try:
-            self.f = open(path, "wb" if overwrite else "xb")  # noqa: SIM115 - see finish()
+            self.fd = os.open(path, flags, 0o644)
         except FileExistsError as err:
             raise UsageError(f"{path} already exists; refusing to overwrite it") from err
-        self.f.write(bytes(FILE_HDR_SZ))
+        self.out = DirectAppender(self.fd, 0)  # no page-cache copy of what is written
+        self.out.append(bytes(FILE_HDR_SZ))
         self.block, self.chunks, self.data_chunks = 0, 0, 0
         self.crc: int | None = 0 if crc else None
         self.raw: tuple[int, int, int] | None = None   # (header offset, start block, blocks)
@@ -45,7 +48,7 @@ class SparsePiece:
 
     def size(self) -> int:
         """Bytes the piece holds so far (a pending FILL chunk included)."""
-        return self.f.tell() + (CHUNK_HDR_SZ + 4 if self.fill else 0)
+        return self.out.end + (CHUNK_HDR_SZ + 4 if self.fill else 0)
 
     def cost_fill(self, block: int, word: bytes) -> int:
         """Bytes that ``add_fill`` at ``block`` would add."""
@@ -80,10 +83,10 @@ class SparsePiece:
                 and (self.raw[2] + nblocks) * self.blk_sz <= MAX_RAW_BYTES):
             self._close_raw()
             self._gap(block)
-            self.raw = (self.f.tell(), block, 0)
-            self.f.write(bytes(CHUNK_HDR_SZ))
+            self.raw = (self.out.end, block, 0)
+            self.out.append(bytes(CHUNK_HDR_SZ))
             self.data_chunks += 1
-        self.f.write(data)
+        self.out.append(data)
         self.raw = (self.raw[0], self.raw[1], self.raw[2] + nblocks)
         self.block += nblocks
         if self.crc is not None:
@@ -98,7 +101,7 @@ class SparsePiece:
 
     def _chunk(self, chunk_type: int, nblocks: int, payload: bytes) -> None:
         head = ChunkHeader(chunk_type, nblocks, CHUNK_HDR_SZ + len(payload))
-        self.f.write(build_chunk_header(head) + payload)
+        self.out.append(build_chunk_header(head) + payload)
         self.chunks += 1
 
     def _flush_fill(self) -> None:
@@ -115,9 +118,7 @@ class SparsePiece:
             offset, _, nblocks = self.raw
             self.raw = None
             head = ChunkHeader(CHUNK_RAW, nblocks, CHUNK_HDR_SZ + nblocks * self.blk_sz)
-            self.f.seek(offset)
-            self.f.write(build_chunk_header(head))
-            self.f.seek(0, os.SEEK_END)
+            self.out.patch(offset, build_chunk_header(head))
             self.chunks += 1
 
     def finish(self) -> None:
@@ -127,15 +128,17 @@ class SparsePiece:
         self._gap(self.total_blks)
         if self.crc is not None:
             self._chunk(CHUNK_CRC32, 0, self.crc.to_bytes(4, "little"))
-        self.f.seek(0)
-        self.f.write(build_sparse_header(SparseHeader(self.blk_sz, self.total_blks, self.chunks)))
-        self.f.flush()
-        os.fsync(self.f.fileno())
-        self.f.close()
+        self.out.patch(0, build_sparse_header(SparseHeader(self.blk_sz, self.total_blks,
+                                                           self.chunks)))
+        self.out.sync()
+        self.abort()
 
     def sync(self) -> None:
-        self.f.flush()
-        os.fsync(self.f.fileno())
+        self.out.sync()
 
     def abort(self) -> None:
-        self.f.close()
+        """Close the file (what is still buffered is dropped: the caller deletes it)."""
+        self.out.close()
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
