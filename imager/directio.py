@@ -62,12 +62,12 @@ class DirectAppender:
 
     def append(self, data: bytes | memoryview) -> None:
         """Add ``data`` to the stream (written once a whole piece is gathered)."""
-        if self.buf is None:
-            self._write_through(memoryview(data), self.end)
-            self.used += len(data)
-            return
         view = memoryview(data)
         while len(view):
+            if self.buf is None:  # O_DIRECT was refused on the way
+                self._write_through(view, self.end)
+                self.used += len(view)
+                return
             n = min(len(view), PIECE - self.used)
             self.buf[self.used:self.used + n] = view[:n]
             self.used += n
@@ -96,7 +96,7 @@ class DirectAppender:
             aligned = self.used - self.used % ALIGN
             if aligned:
                 self._write_direct(aligned)
-            if self.used:
+            if self.used and self.buf is not None:
                 with memoryview(self.buf) as view:
                     self._write_through(view[:self.used], self.base)
 
@@ -106,17 +106,32 @@ class DirectAppender:
         os.fsync(self.fd)
 
     def _write_direct(self, length: int) -> None:
-        """Write buf[:length] (aligned) at ``base``; keep what follows at the buffer's start."""
+        """Write buf[:length] (aligned) at ``base``; keep what follows at the buffer's start.
+
+        A file system that opened O_DIRECT but refuses the write (EINVAL) gets the buffer
+        through the page cache, and everything after it too."""
         assert self.buf is not None and self.dfd is not None
-        with memoryview(self.buf) as view:
-            done = 0
-            while done < length:
-                done += os.pwritev(self.dfd, [view[done:length]], self.base + done)
+        try:
+            with memoryview(self.buf) as view:
+                done = 0
+                while done < length:
+                    done += os.pwritev(self.dfd, [view[done:length]], self.base + done)
+        except OSError as err:
+            if err.errno != errno.EINVAL:
+                raise
+            refused = err.strerror
+        else:
             rest = self.used - length
             if rest:
                 self.buf.move(0, length, rest)
-        self.base += length
-        self.used -= length
+            self.base += length
+            self.used -= length
+            return
+        # here, not in the except clause: its traceback still holds views of the buffer
+        log.debug("O_DIRECT write refused (%s); appending through the page cache", refused)
+        with memoryview(self.buf) as view:
+            self._write_through(view[:self.used], self.base)
+        self.close()  # buf None: append() and patch() write through from now on
 
     def _write_through(self, view: memoryview, offset: int) -> None:
         while len(view):

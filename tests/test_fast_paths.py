@@ -227,17 +227,23 @@ def test_parallel_hash_equals_the_tools_and_leaves_no_thread(tmp_path: Path) -> 
     assert threading.active_count() == before
 
 
-@pytest.mark.parametrize("refused", [False, True])
-def test_direct_appender_writes_the_stream_exactly(tmp_path: Path, refused: bool,
+@pytest.mark.parametrize("refused", ["", "open", "write"])
+def test_direct_appender_writes_the_stream_exactly(tmp_path: Path, refused: str,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """Pieces of odd sizes across the 8 MiB gather buffer, syncs at odd places, a restart in
-    the middle of a block: the file is the concatenation, and little of it was cached."""
+    the middle of a block: the file is the concatenation, and little of it was cached. Where
+    O_DIRECT is refused at open or only at the first write, the same bytes land."""
     import random
 
     from imager.directio import PIECE, DirectAppender
 
-    if refused:
+    if refused == "open":
         refuse_o_direct(monkeypatch)
+    if refused == "write":
+        def no_direct_write(*_a: object) -> int:
+            raise OSError(22, "Invalid argument")
+
+        monkeypatch.setattr(os, "pwritev", no_direct_write)
     rng = random.Random(3)
     path = tmp_path / "stream"
     pieces = [rng.randbytes(rng.choice((1, 511, 4096, 70001, 3 << 20, PIECE + 5)))
