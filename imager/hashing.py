@@ -16,29 +16,22 @@ HASHES = ("md5", "sha1", "sha256")
 # The per-chunk check (and content address) of new images: measured in docs/FORMAT.md; blake3
 # runs ~5x faster than sha256 with SHA-NI here and is as strong. Images with sha256 still read.
 CHUNK_CHECK = "blake3"
-_zero_cache: dict[int, bytes] = {}
+_constants: dict[tuple[int, int], bytes] = {}
 
 
 def zeros(nbytes: int) -> bytes:
     """A shared zero buffer of ``nbytes`` (cached for the few chunk sizes in use)."""
-    buf = _zero_cache.get(nbytes)
-    if buf is None:
-        if len(_zero_cache) > 8:
-            _zero_cache.clear()
-        buf = _zero_cache[nbytes] = bytes(nbytes)
-    return buf
+    return constant(nbytes, 0)
 
 
 def constant(nbytes: int, fill: int | None) -> bytes:
-    """A shared buffer of ``nbytes`` copies of ``fill`` (zeros for None or 0)."""
-    if not fill:
-        return zeros(nbytes)
-    key = -(nbytes * 256 + fill)  # negative keys: never a zeros() size
-    buf = _zero_cache.get(key)
+    """A shared buffer of ``nbytes`` copies of ``fill`` (zeros for None)."""
+    key = (nbytes, fill or 0)
+    buf = _constants.get(key)
     if buf is None:
-        if len(_zero_cache) > 8:
-            _zero_cache.clear()
-        buf = _zero_cache[key] = bytes([fill]) * nbytes
+        if len(_constants) > 8:
+            _constants.clear()
+        buf = _constants[key] = bytes([fill or 0]) * nbytes
     return buf
 
 
@@ -126,16 +119,19 @@ class ParallelHash:
     (Added for performance: md5, sha1 and sha256 of one image run side by side on a multi-core
     machine instead of one after another, and the caller's thread only queues buffers.)
     ``update`` queues the buffer for every algorithm (at most ``depth`` pending each, bounding
-    memory); ``close`` waits until everything queued is hashed. Use as a context manager, or
-    call ``close`` in a ``finally``, so no thread outlives an error.
+    memory; 0: the caller bounds it) and calls ``done`` once per algorithm after hashing it;
+    ``close`` waits until everything queued is hashed, ``abandon`` only until the threads end
+    (what is still queued is released unhashed). Use as a context manager, or call ``close``
+    or ``abandon`` in a ``finally``, so no thread outlives an error.
     """
 
-    def __init__(self, names: tuple[str, ...] | list[str], depth: int = 4) -> None:
+    def __init__(self, names: tuple[str, ...] | list[str] | MultiHash, depth: int = 4) -> None:
         import queue
         import threading
 
-        self.inner = MultiHash(names)
+        self.inner = names if isinstance(names, MultiHash) else MultiHash(names)
         self.names = self.inner.names
+        self._skip = False
         self._queues: list[Any] = [queue.Queue(depth) for _ in self.names]
         self._threads = [threading.Thread(target=self._run, args=(h, q), daemon=True,
                                           name=f"imager-hash-{name}")
@@ -143,14 +139,17 @@ class ParallelHash:
         for t in self._threads:
             t.start()
 
-    @staticmethod
-    def _run(h: Any, q: Any) -> None:
-        while (data := q.get()) is not None:
-            h.update(data)
+    def _run(self, h: Any, q: Any) -> None:
+        while (item := q.get()) is not None:
+            data, done = item
+            if not self._skip:
+                h.update(data)
+            if done is not None:
+                done()
 
-    def update(self, data: bytes | memoryview) -> None:
+    def update(self, data: bytes | memoryview, done: Any = None) -> None:
         for q in self._queues:
-            q.put(data)
+            q.put((data, done))
 
     def close(self) -> None:
         """Wait until every queued buffer is hashed (idempotent)."""
@@ -159,6 +158,11 @@ class ParallelHash:
                 q.put(None)
         for t in self._threads:
             t.join()
+
+    def abandon(self) -> None:
+        """Stop without hashing what is still queued (its ``done`` callbacks still run)."""
+        self._skip = True
+        self.close()
 
     def hexdigests(self) -> dict[str, str]:
         self.close()
@@ -169,4 +173,3 @@ class ParallelHash:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-

@@ -21,7 +21,15 @@ from typing import Any
 from formats.extent import Extent, Kind, merge
 from formats.manifest import KindRun, runs_append
 from imager.errors import ImagerError, Interrupted, ReadError, SourceChanged
-from imager.hashing import CHUNK_CHECK, MultiHash, chunk_digest, classify, constant, zeros
+from imager.hashing import (
+    CHUNK_CHECK,
+    MultiHash,
+    ParallelHash,
+    chunk_digest,
+    classify,
+    constant,
+    zeros,
+)
 from imager.journal import Journal, maybe_kill
 from imager.plan import ChunkTask, Plan
 
@@ -195,31 +203,27 @@ class _Pool:
         self.hash_slots = threading.Semaphore(max(2, budget // 2))
         self.ahead = threading.Semaphore(lead)
         self.work: queue.Queue[Any] = queue.Queue()
-        self.hash_queues: list[queue.Queue[Any]] = [queue.Queue() for _ in hasher.parts()]
         self.results: dict[int, ChunkResult] = {}
         self.writer_at = start  # the chunk the writer takes next
         self.cond = threading.Condition()
         self.error: BaseException | None = None
         self.failed_at: int | None = None  # chunks before it are still delivered
         self.stop = threading.Event()
-        self.hash_threads = [threading.Thread(target=self._hash, args=(h, q), daemon=True,
-                                              name=f"imager-hash-{name}")
-                             for (name, h), q in zip(hasher.parts(), self.hash_queues)]
-        self.threads = [threading.Thread(target=self._reader, name="imager-reader", daemon=True),
-                        *self.hash_threads]
+        self.hashes: ParallelHash | None = None  # started with the other threads
+        self.threads = [threading.Thread(target=self._reader, name="imager-reader", daemon=True)]
         self.threads += [threading.Thread(target=self._worker, name=f"imager-worker-{i}",
                                           daemon=True) for i in range(workers)]
         self.policy = _skip_policy()
 
     def __enter__(self) -> _Pool:  # noqa: PYI034
+        # unbounded queues: the ahead/budget/hash_slots semaphores bound what is queued
+        self.hashes = ParallelHash(self.hasher, depth=0)
         for t in self.threads:
             t.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop.set()
-        for q in self.hash_queues:
-            q.put(None)
         for _ in self.threads:
             self.work.put(None)
         for _ in range(len(self.threads)):
@@ -227,6 +231,8 @@ class _Pool:
                 sem.release()
         for t in self.threads:
             t.join(timeout=30)
+        if self.hashes is not None:
+            self.hashes.abandon()  # after success: already closed, nothing left
 
     def _fail(self, err: BaseException, index: int | None) -> None:
         with self.cond:
@@ -256,7 +262,7 @@ class _Pool:
             held.release()  # the same bytes as a shared constant buffer
             same = constant(nbytes, fill)
             return _Item(task, same, unread, kind, fill), same, None
-        hashers = len(self.hash_queues)
+        hashers = len(self.hasher.names)
         if not self.reread:
             lease = _Lease(self.budget.release, 1 + hashers)
             return _Item(task, data, unread, kind, fill, lease.done), data, lease.done
@@ -283,27 +289,16 @@ class _Pool:
                 if got is None:
                     return
                 item, data, hashed = got
-                for q in self.hash_queues:
-                    q.put((data, hashed))
+                assert self.hashes is not None
+                self.hashes.update(data, hashed)
                 self.work.put(item)
         except BaseException as err:  # noqa: BLE001 -- travels to the writer, re-raised there
             self._fail(err, index)
 
-    def _hash(self, h: Any, q: queue.Queue[Any]) -> None:
-        """One whole-image hash, fed in chunk order (hashlib releases the GIL)."""
-        while (item := q.get()) is not None:
-            data, hashed = item
-            if not self.stop.is_set():
-                h.update(data)
-            if hashed is not None:
-                hashed()
-
     def finish_hash(self) -> None:
         """Wait until every chunk handed to the hashers is hashed."""
-        for q in self.hash_queues:
-            q.put(None)
-        for t in self.hash_threads:
-            t.join()
+        assert self.hashes is not None
+        self.hashes.close()
 
     def _worker(self) -> None:
         _yield_to_hasher()

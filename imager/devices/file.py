@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from imager.devices.base import GONE_ERRNOS, BaseSource, BaseTarget, Identity
+from imager.directio import PIECE, open_direct
 from imager.errors import (
     BadInput,
     DeviceError,
@@ -160,7 +161,7 @@ class FileTarget(BaseTarget, _FdDevice):
         self.fd, ss, identity = self._open(path, flags, sector_size)
         super().__init__(ss, identity.size_bytes // ss, identity)
         self.is_block = identity.kind == "block"
-        self._direct = "untried"   # O_DIRECT (read-back, direct_writes): untried, works, refused
+        self._direct_refused = False  # O_DIRECT (read-back, direct_writes) met EINVAL
         self.direct_writes = False   # restore turns it on: no page-cache copy of what it writes
         self._direct_fd: int | None = None
         self._direct_lock = threading.Lock()
@@ -171,10 +172,9 @@ class FileTarget(BaseTarget, _FdDevice):
 
     def _write(self, lba: int, data: memoryview) -> None:
         offset = lba * self.sector_size
-        if self.direct_writes and self._direct != "refused":
+        if self.direct_writes and not self._direct_refused:
             try:
                 self._write_direct(offset, data)
-                self._direct = "works"
                 return
             except OSError as err:
                 if err.errno != errno.EINVAL:
@@ -188,7 +188,7 @@ class FileTarget(BaseTarget, _FdDevice):
         fd, buf = self._direct_io()
         with memoryview(buf) as view:
             while len(data):
-                piece = min(len(data), DIRECT_PIECE)
+                piece = min(len(data), PIECE)
                 view[:piece] = data[:piece]
                 done = 0
                 while done < piece:
@@ -200,11 +200,10 @@ class FileTarget(BaseTarget, _FdDevice):
         buffer (the restore writer and its read-back thread use the target at once)."""
         with self._direct_lock:
             if self._direct_fd is None:
-                self._direct_fd = os.open(f"/proc/self/fd/{self.fd}",
-                                          os.O_RDWR | os.O_DIRECT | os.O_CLOEXEC)
+                self._direct_fd = open_direct(self.fd, os.O_RDWR)
         buf = getattr(self._direct_local, "buf", None)
         if buf is None:
-            buf = self._direct_local.buf = mmap.mmap(-1, DIRECT_PIECE)  # page-aligned
+            buf = self._direct_local.buf = mmap.mmap(-1, PIECE)  # page-aligned
         return self._direct_fd, buf
 
     def flush(self) -> None:
@@ -251,11 +250,9 @@ class FileTarget(BaseTarget, _FdDevice):
             ReadError: the medium failed to deliver.
         """
         self._check(lba, count)
-        if self._direct != "refused":
+        if not self._direct_refused:
             try:
-                data = self._read_direct(lba * self.sector_size, count * self.sector_size)
-                self._direct = "works"
-                return data
+                return self._read_direct(lba * self.sector_size, count * self.sector_size)
             except OSError as err:
                 if err.errno in GONE_ERRNOS:
                     raise DeviceGone(f"{self.identity.path}: device gone ({err.strerror})"
@@ -271,7 +268,7 @@ class FileTarget(BaseTarget, _FdDevice):
         parts, end = [], offset + size
         with memoryview(buf) as view:
             while offset < end:
-                n = os.preadv(fd, [view[:min(DIRECT_PIECE, end - offset)]], offset)
+                n = os.preadv(fd, [view[:min(PIECE, end - offset)]], offset)
                 if n <= 0:
                     raise OSError(errno.EIO, f"read stopped at byte {offset}")
                 parts.append(bytes(view[:n]))
@@ -283,7 +280,8 @@ class FileTarget(BaseTarget, _FdDevice):
         offset on a 4096-byte device): use the page cache from now on."""
         log.debug("%s: O_DIRECT refused (%s); using the page cache", self.identity.path,
                   err.strerror)
-        self._direct = "refused"  # the descriptor stays open until close(): another thread
+        self._direct_refused = True  # its descriptor stays open until close(): another
+        # thread may be in the middle of a read or write on it
 
     def _close_direct(self) -> None:
         with self._direct_lock:
@@ -306,7 +304,6 @@ class FileTarget(BaseTarget, _FdDevice):
             self.fd = -1
 
 
-DIRECT_PIECE = 8 << 20  # O_DIRECT read-back buffer
 
 
 def _is_hole(fd: int, offset: int, length: int) -> bool:
